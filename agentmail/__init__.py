@@ -1,0 +1,1 @@
+"""agentmail: agents that talk to each other over email."""
