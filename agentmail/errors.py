@@ -114,3 +114,7 @@ class AlreadyRunning(AgentmailError):
     """Another live run already holds this mailbox."""
 
     exit_code = EXIT_USAGE
+
+
+class HistoryExpired(MailboxRejected):
+    """The stored history id is too old or unknown to the mailbox; do a full sync."""
