@@ -1,0 +1,3 @@
+from agentmail.cli import main
+
+main()

@@ -1,0 +1,45 @@
+"""`agentmail journal …`: maintenance of the event journal itself."""
+
+from __future__ import annotations
+
+import typer
+
+from agentmail.cli.context import obj, print_json
+from agentmail.journal.verify import verify as verify_journal
+
+app = typer.Typer(help="Inspect and maintain the event journal.", no_args_is_help=True)
+
+
+@app.command()
+def rebuild(ctx: typer.Context) -> None:
+    """Recompute every projection (messages, conversations, accounts, runs) from the events."""
+    c = obj(ctx)
+    count = c.journal().rebuild()
+    c.say(f"rebuilt the projections from {count} events")
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Rebuild into a scratch database and compare with the live projections (exit 1 on a difference)."""
+    c = obj(ctx)
+    report = verify_journal(c.journal())
+    if as_json:
+        print_json({"ok": report.ok, "events": report.events, "tables": {
+            d.table: {"only_live": len(d.only_live), "only_rebuilt": len(d.only_rebuilt),
+                      "changed": len(d.changed)} for d in report.tables}})
+    else:
+        for d in report.tables:
+            if d.clean:
+                c.say(f"  {d.table}: ok")
+                continue
+            typer.echo(f"  {d.table}: {len(d.only_live)} only live, {len(d.only_rebuilt)} only "
+                       f"rebuilt, {len(d.changed)} changed")
+            for key, cols in d.changed[:5]:
+                typer.echo(f"    {key}: {', '.join(cols)}")
+        verdict = "match" if report.ok else "DIFFER from"
+        c.say(f"projections {verdict} a rebuild from {report.events} events")
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,159 @@
+"""Settings: resolved once from the config file, AGENTMAIL_* variables and flags, then frozen.
+
+Precedence, lowest to highest: defaults < `agent_config.json` < environment < command-line
+flags. This module is the only reader of os.environ. Relative paths in the config file are
+relative to the file's folder, so an agent folder can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentmail import errors
+
+DEFAULT_CONFIG = "agent_config.json"
+ENV_PREFIX = "AGENTMAIL_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to know, after precedence has been applied."""
+
+    config_path: Path = Path(DEFAULT_CONFIG)
+    # The seed project's keys
+    credentials_path: str = "credentials.json"  # OAuth client of a Google Cloud project
+    check_interval: float = 60.0  # seconds between polls of `agentmail run`
+    max_messages: int = 100  # messages fetched per poll at most
+    # Where things live
+    db: str = "agentmail.db"  # journal: a path (SQLite) or a SQLAlchemy URL
+    tokens_dir: str = "tokens"  # one OAuth token per agent address, mode 0600
+    emulator: str | None = None  # Gmail API emulator URL instead of Google
+    handler: str | None = None  # "package.module:AgentClass"
+    # Gmail labels mirroring the journal's states
+    label_processing: str = "agent-processing"
+    label_done: str = "agent-done"
+    label_failed: str = "agent-failed"
+    label_rejected: str = "agent-rejected"
+    # Retries, leases, pacing
+    max_attempts: int = 5
+    backoff_base: float = 2.0  # seconds; doubled per attempt
+    backoff_max: float = 600.0  # seconds
+    lease_seconds: float = 300.0  # a claim's lease; a live run extends it
+    concurrency: int = 1  # handlers run in parallel for different conversations
+    quota_units_per_minute: int = 6000  # Gmail's per-user limit for projects since 2026-05
+    # Trust
+    allow_from: tuple[str, ...] = ()  # addresses, @domain, *.domain; empty = any authenticated
+    deny_from: tuple[str, ...] = ()
+    require_auth: bool = True  # DKIM/SPF/DMARC must pass per the provider
+    authserv_id: str = "mx.google.com"
+    reject_non_json: bool = False  # else handlers get non-JSON mail with payload=None
+    max_replies_per_conversation: int = 20
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def path(self, value: str) -> Path:
+        """Resolve a path setting relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.config_path.parent / p
+
+    @property
+    def db_url(self) -> str:
+        return self.db if "://" in self.db else str(self.path(self.db))
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("config_path", "extra")}
+_NAMES = {float: "a number", int: "a whole number", str: "a string", bool: "true or false",
+          tuple: "a list of strings"}
+
+
+def _kind(name: str) -> type:
+    default = _FIELDS[name].default
+    return str if default is None else type(default)
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    kind = _kind(name)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str) or (value is None and _FIELDS[name].default is None),
+        tuple: isinstance(value, list) and all(isinstance(v, str) for v in value),
+    }[kind]
+    if not ok:
+        raise errors.ConfigError(f"{where}: key '{name}' must be {_NAMES[kind]}, "
+                                 f"got {json.dumps(value)}")
+    if kind is float:
+        return float(value)
+    if kind is tuple:
+        return tuple(value)
+    return value
+
+
+def _from_env_text(name: str, text: str, var: str) -> Any:
+    kind = _kind(name)
+    try:
+        if kind is bool:
+            if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("1", "true", "yes")
+        if kind is tuple:
+            return tuple(v.strip() for v in text.split(",") if v.strip())
+        return kind(text)
+    except ValueError:
+        raise errors.ConfigError(f"environment: {var} must be {_NAMES[kind]}, got {text!r}"
+                                 ) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.ConfigError(f"{path}: cannot read it ({exc})") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise errors.ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
+                                 f"{exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise errors.ConfigError(f"{path}: must hold a JSON object of settings")
+    for key in data:
+        if key not in _FIELDS:
+            raise errors.ConfigError(f"{path}: unknown key '{key}' "
+                                     f"(known keys: {', '.join(sorted(_FIELDS))})")
+    return {k: _coerce(k, v, str(path)) for k, v in data.items()}
+
+
+def load_settings(config_path: str | Path | None = None, *,
+                  overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve settings: defaults < config file < AGENTMAIL_* environment < overrides (flags)."""
+    env = os.environ if environ is None else environ
+    path = Path(config_path or env.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG).expanduser()
+    values: dict[str, Any] = read_config_file(path)
+    for name in _FIELDS:
+        var = ENV_PREFIX + name.upper()
+        if var in env:
+            values[name] = _from_env_text(name, env[var], var)
+    for name, value in (overrides or {}).items():
+        if name not in _FIELDS:
+            raise ValueError(f"unknown setting {name!r}")
+        if value is not None:
+            values[name] = _coerce(name, list(value) if isinstance(value, tuple) else value,
+                                   "command line")
+    return Settings(config_path=path.absolute(), **values)
+
+
+def starter_config() -> dict[str, Any]:
+    """The file `agentmail init` writes: the keys people change most, at their defaults."""
+    defaults = Settings()
+    keys = ("credentials_path", "check_interval", "max_messages", "db", "tokens_dir",
+            "max_attempts", "allow_from", "require_auth")
+    return {k: list(v) if isinstance(v := getattr(defaults, k), tuple) else v for k in keys}

@@ -1,0 +1,277 @@
+"""Projections: how each event changes the derived tables.
+
+`apply` runs inside the transaction that appends the event, so an event and
+its projection changes commit together or not at all; `rebuild` replays every
+event through the same `apply`, which is what makes rebuild equal the live state.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from agentmail.journal import events as ev
+from agentmail.journal import tables as t
+
+# Message states (the `messages.state` column).
+PENDING = "pending"
+CLAIMED = "claimed"
+PROCESSED = "processed"
+ACKED = "acked"
+DEAD_LETTERED = "dead_lettered"
+REJECTED = "rejected"
+SENT = "sent"  # a copy of a message we sent, in our own mailbox
+IN_FLIGHT_STATES = (CLAIMED, PROCESSED)
+
+Applier = Callable[[Connection, ev.Event], None]
+
+
+def conversation_id_for(seed: str) -> str:
+    """A short printable id, stable for the message that started the conversation."""
+    digest = hashlib.sha256(seed.encode("utf-8", "surrogatepass")).digest()
+    return "c" + base64.b32encode(digest).decode("ascii")[:11].lower()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+# --- runs and accounts ---------------------------------------------------------------------
+
+def _run_started(conn: Connection, e: ev.Event) -> None:
+    conn.execute(insert(t.runs).values(
+        run_id=e.run_id, account=e.account, host=e.data.get("host"), pid=e.data.get("pid"),
+        started_at=e.at, heartbeat_at=e.at, status="running",
+    ))
+    _touch_account(conn, e)
+
+
+def _run_heartbeat(conn: Connection, e: ev.Event) -> None:
+    conn.execute(update(t.runs).where(t.runs.c.run_id == e.run_id).values(heartbeat_at=e.at))
+    lease_until = _parse_time(e.data.get("lease_until"))
+    if lease_until is not None:
+        # A live run keeps every lease it holds, so a slow handler is never taken from it.
+        conn.execute(update(t.messages).where(t.messages.c.lease_run_id == e.run_id)
+                     .values(lease_expires_at=lease_until))
+
+
+def _run_stopped(conn: Connection, e: ev.Event) -> None:
+    conn.execute(update(t.runs).where(t.runs.c.run_id == e.data.get("stopped_run_id", e.run_id))
+                 .values(stopped_at=e.at, status="stopped",
+                         summary=_dumps(e.data.get("summary", {"reason": e.data.get("reason")}))))
+
+
+def _touch_account(conn: Connection, e: ev.Event, **values: Any) -> None:
+    found = conn.execute(select(t.accounts.c.address).where(t.accounts.c.address == e.account))
+    if found.first() is None:
+        conn.execute(insert(t.accounts).values(address=e.account, first_seq=e.seq,
+                                               last_seq=e.seq, **values))
+    else:
+        conn.execute(update(t.accounts).where(t.accounts.c.address == e.account)
+                     .values(last_seq=e.seq, **values))
+
+
+def _synced(conn: Connection, e: ev.Event) -> None:
+    _touch_account(conn, e, history_id=e.data["history_id"], last_sync_at=e.at)
+
+
+# --- conversations -------------------------------------------------------------------------
+
+def _link_conversation(conn: Connection, e: ev.Event, own_id: str, linked: Iterable[str]) -> str:
+    """Put `own_id` and every Message-ID it links to in one conversation; merge if needed."""
+    ids = list(dict.fromkeys([own_id, *linked]))
+    rows = conn.execute(select(t.message_refs.c.rfc_message_id, t.message_refs.c.conversation_id)
+                        .where(t.message_refs.c.rfc_message_id.in_(ids))).all()
+    found = {cid for _, cid in rows}
+    if not found:
+        cid = conversation_id_for(own_id)
+        conn.execute(insert(t.conversations).values(
+            id=cid, participants="[]", message_count=0, created_seq=e.seq, last_seq=e.seq))
+    elif len(found) == 1:
+        cid = found.pop()
+    else:
+        cid = _merge_conversations(conn, found)
+    known = {rid for rid, _ in rows}
+    missing = [rid for rid in ids if rid not in known]
+    if missing:
+        conn.execute(insert(t.message_refs), [{"rfc_message_id": rid, "conversation_id": cid}
+                                              for rid in missing])
+    return cid
+
+
+def _merge_conversations(conn: Connection, cids: set[str]) -> str:
+    """The oldest conversation absorbs the others (deterministic, so rebuild agrees)."""
+    ordered = conn.execute(select(t.conversations.c.id).where(t.conversations.c.id.in_(cids))
+                           .order_by(t.conversations.c.created_seq)).scalars().all()
+    survivor, absorbed = ordered[0], ordered[1:]
+    for table in (t.message_refs, t.messages):
+        conn.execute(update(table).where(table.c.conversation_id.in_(absorbed))
+                     .values(conversation_id=survivor))
+    conn.execute(delete(t.conversations).where(t.conversations.c.id.in_(absorbed)))
+    return survivor
+
+
+def _refresh_conversation(conn: Connection, cid: str, e: ev.Event) -> None:
+    m = t.messages
+    distinct_id = func.coalesce(m.c.rfc_message_id, m.c.key)
+    count, first_at, last_at = conn.execute(
+        select(func.count(distinct_id.distinct()), func.min(m.c.sent_at), func.max(m.c.sent_at))
+        .where(m.c.conversation_id == cid)).one()
+    people: set[str] = set()
+    subject = None
+    for sender, recipients, subj in conn.execute(
+            select(m.c.sender, m.c.recipients, m.c.subject).where(m.c.conversation_id == cid)
+            .order_by(m.c.first_seq)):
+        if sender:
+            people.add(sender)
+        people.update(json.loads(recipients))
+        subject = subject if subject is not None else subj
+    conn.execute(update(t.conversations).where(t.conversations.c.id == cid).values(
+        message_count=count, first_at=first_at, last_at=last_at, subject=subject,
+        participants=_dumps(sorted(people)), last_seq=e.seq))
+
+
+# --- one message's life --------------------------------------------------------------------
+
+def _message_row(key: str, e: ev.Event, d: dict[str, Any], direction: str,
+                 state: str) -> dict[str, Any]:
+    return {
+        "key": key, "account": e.account, "provider_id": d["provider_id"],
+        "direction": direction, "thread_id": d.get("thread_id"),
+        "rfc_message_id": d.get("message_id"), "in_reply_to": d.get("in_reply_to"),
+        "references": _dumps(d.get("references", [])), "sender": d.get("sender"),
+        "recipients": _dumps(d.get("recipients", [])), "subject": d.get("subject"),
+        "sent_at": _parse_time(d.get("date")) or e.at,
+        "payload": _dumps(d["payload"]) if d.get("payload") is not None else None,
+        "state": state, "attempts": 0, "first_seq": e.seq, "last_seq": e.seq, "updated_at": e.at,
+    }
+
+
+def _add_message(conn: Connection, e: ev.Event, key: str, direction: str, state: str) -> None:
+    d = e.data
+    row = _message_row(key, e, d, direction, state)
+    linked = [*d.get("references", []), *([d["in_reply_to"]] if d.get("in_reply_to") else [])]
+    row["conversation_id"] = _link_conversation(conn, e, d.get("message_id") or key, linked)
+    conn.execute(insert(t.messages).values(**row))
+    _refresh_conversation(conn, row["conversation_id"], e)
+    _touch_account(conn, e)
+
+
+def _set_state(conn: Connection, e: ev.Event, **values: Any) -> None:
+    conn.execute(update(t.messages).where(t.messages.c.key == e.message_key)
+                 .values(last_seq=e.seq, updated_at=e.at, **values))
+    cid = conn.execute(select(t.messages.c.conversation_id)
+                       .where(t.messages.c.key == e.message_key)).scalar()
+    if cid:
+        conn.execute(update(t.conversations).where(t.conversations.c.id == cid)
+                     .values(last_seq=e.seq))
+
+
+def _fetched(conn: Connection, e: ev.Event) -> None:
+    _add_message(conn, e, e.message_key, "in", PENDING)
+
+
+def _claimed(conn: Connection, e: ev.Event) -> None:
+    _set_state(conn, e, state=CLAIMED, attempts=e.attempt, lease_run_id=e.run_id,
+               lease_expires_at=_parse_time(e.data["lease_until"]), next_attempt_at=None)
+
+
+def _processed(conn: Connection, e: ev.Event) -> None:
+    _set_state(conn, e, state=PROCESSED)
+    cid = conn.execute(select(t.messages.c.conversation_id)
+                       .where(t.messages.c.key == e.message_key)).scalar()
+    for position, out in enumerate(e.data.get("outgoing", [])):
+        conn.execute(insert(t.outbox).values(
+            outbox_id=out["outbox_id"], account=e.account, source_key=e.message_key,
+            position=position, rfc_message_id=out["message_id"], thread_id=out.get("thread_id"),
+            recipients=_dumps(out["recipients"]), subject=out.get("subject"), raw=out["raw"],
+            state="queued", created_seq=e.seq))
+        if cid:  # the reply belongs to its conversation before it is even sent
+            _link_conversation(conn, e, out["message_id"], [])
+
+
+def _sent(conn: Connection, e: ev.Event) -> None:
+    d = e.data
+    if d.get("outbox_id"):
+        conn.execute(update(t.outbox).where(t.outbox.c.outbox_id == d["outbox_id"]).values(
+            state="sent", provider_id=d["provider_id"], sent_at=e.at))
+    # The sent copy is a message of its own in our mailbox; the event stays filed under the
+    # message whose handling produced it.
+    key = ev.message_key(e.account, d["provider_id"])
+    exists = conn.execute(select(t.messages.c.key).where(t.messages.c.key == key)).first()
+    if exists is None:
+        _add_message(conn, e, key, "out", SENT)
+
+
+def _failed(conn: Connection, e: ev.Event) -> None:
+    _set_state(conn, e, last_error=f"{e.data.get('error_class')}: {e.data.get('error')}")
+
+
+def _released(conn: Connection, e: ev.Event) -> None:
+    _set_state(conn, e, state=PENDING, lease_run_id=None, lease_expires_at=None,
+               next_attempt_at=_parse_time(e.data.get("next_attempt_at")))
+
+
+def _acked(conn: Connection, e: ev.Event) -> None:
+    _set_state(conn, e, state=ACKED, lease_run_id=None, lease_expires_at=None)
+
+
+def _dead_lettered(conn: Connection, e: ev.Event) -> None:
+    _set_state(conn, e, state=DEAD_LETTERED, lease_run_id=None, lease_expires_at=None)
+
+
+def _rejected(conn: Connection, e: ev.Event) -> None:
+    _set_state(conn, e, state=REJECTED, last_error=e.data.get("reason"), lease_run_id=None,
+               lease_expires_at=None)
+
+
+def _replay_requested(conn: Connection, e: ev.Event) -> None:
+    _set_state(conn, e, state=PENDING, attempts=0, next_attempt_at=None, lease_run_id=None,
+               lease_expires_at=None)
+
+
+def _journal_only(conn: Connection, e: ev.Event) -> None:
+    """Kinds that record what happened and change no projection by themselves."""
+    if e.message_key:
+        _set_state(conn, e)
+
+
+APPLIERS: dict[str, Applier] = {
+    ev.RUN_STARTED: _run_started,
+    ev.RUN_HEARTBEAT: _run_heartbeat,
+    ev.RUN_STOPPED: _run_stopped,
+    ev.SYNCED: _synced,
+    ev.FETCHED: _fetched,
+    ev.CLAIMED: _claimed,
+    ev.PROCESSED: _processed,
+    ev.SENT: _sent,
+    ev.FAILED: _failed,
+    ev.RELEASED: _released,
+    ev.ACKED: _acked,
+    ev.DEAD_LETTERED: _dead_lettered,
+    ev.REJECTED: _rejected,
+    ev.REPLAY_REQUESTED: _replay_requested,
+    ev.LOOP_GUARDED: _journal_only,
+    ev.DELIVERY_FAILED: _journal_only,
+    ev.RECONCILED: _journal_only,
+}
+assert set(APPLIERS) == ev.KINDS, "every event kind needs a projection rule"
+
+
+def apply(conn: Connection, event: ev.Event) -> None:
+    APPLIERS[event.kind](conn, event)
+
+
+def clear(conn: Connection) -> None:
+    for table in reversed(t.PROJECTIONS):
+        conn.execute(delete(table))

@@ -1,0 +1,80 @@
+"""Opening a journal database: refuse what is not ours, upgrade what is older.
+
+The Alembic scripts in `migrations/` are the only source of schema changes;
+the application runs them itself on open, so users never call Alembic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+from agentmail import errors
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def migrations_dir() -> Path:
+    """`migrations/` of a source checkout, or the copy packaged as `agentmail/_migrations`."""
+    for candidate in (REPO_ROOT / "migrations", Path(__file__).resolve().parents[1] / "_migrations"):
+        if (candidate / "env.py").exists():
+            return candidate
+    raise errors.JournalError("agentmail's migration scripts are missing from this installation")
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if engine is not None:
+        cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse, without writing a byte, a file that is not an SQLite database."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as fh:
+        if fh.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+            raise errors.NotAJournal(f"{path} is not an agentmail journal (not an SQLite database); "
+                                     "it was left untouched: pass another --db")
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def prepare(engine: Engine, *, upgrade: bool = True) -> None:
+    """Check the database is an agentmail journal we can use, upgrading it when older."""
+    tables = set(inspect(engine).get_table_names())
+    found = current_revision(engine) if "alembic_version" in tables else None
+    scripts = ScriptDirectory.from_config(alembic_config())
+    if found is None:
+        if tables - {"alembic_version"}:
+            raise errors.NotAJournal(
+                f"{engine.url.render_as_string(hide_password=True)} holds other tables and no "
+                "agentmail journal; it was left untouched: pass another --db")
+    else:
+        try:
+            scripts.get_revision(found)
+        except Exception as exc:  # alembic raises several kinds for an unknown revision
+            if "events" not in tables:
+                raise errors.NotAJournal(
+                    f"{engine.url.render_as_string(hide_password=True)} is versioned by another "
+                    "application, not agentmail; it was left untouched") from exc
+            raise errors.SchemaTooNew(found, head_revision()) from exc
+    if found != head_revision() and upgrade:
+        command.upgrade(alembic_config(engine), "head")

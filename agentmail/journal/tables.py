@@ -1,0 +1,164 @@
+"""Table definitions of the journal: the append-only events and the projections.
+
+Projections are derived state: every column here can be recomputed from the
+events alone (`agentmail journal rebuild`). Only portable types are used so the
+same schema runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# Stable constraint names so Alembic migrations can refer to them on every backend.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; BigInteger elsewhere.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("account", String(320), nullable=False),
+    Column("run_id", String(64)),
+    Column("message_key", String(400)),
+    Column("kind", String(32), nullable=False),
+    Column("attempt", Integer),
+    Column("data", Text, nullable=False),  # JSON document, carries its own version "v"
+    Index(None, "message_key", "seq"),
+    Index(None, "account", "seq"),
+    Index(None, "run_id"),
+)
+
+# One row per message in one mailbox (inbound copies and our sent copies).
+messages = Table(
+    "messages",
+    metadata,
+    Column("key", String(400), primary_key=True),  # account:provider_id
+    Column("account", String(320), nullable=False),
+    Column("provider_id", String(128), nullable=False),
+    Column("direction", String(8), nullable=False),  # "in" | "out"
+    Column("thread_id", String(128)),
+    Column("rfc_message_id", String(998)),
+    Column("in_reply_to", String(998)),
+    Column("references", Text, nullable=False, default="[]"),  # JSON list
+    Column("sender", String(320)),
+    Column("recipients", Text, nullable=False, default="[]"),  # JSON list
+    Column("subject", Text),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("payload", Text),  # JSON, as parsed from the body
+    Column("state", String(24), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_run_id", String(64)),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("conversation_id", String(32)),
+    Column("first_seq", SeqType, nullable=False),
+    Column("last_seq", SeqType, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("account", "provider_id"),
+    Index(None, "account", "state", "next_attempt_at"),
+    Index(None, "rfc_message_id"),
+    Index(None, "conversation_id", "sent_at"),
+    Index(None, "account", "thread_id"),
+    Index(None, "lease_run_id"),
+)
+
+# Messages a handler produced, from `processed` until `sent`.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("outbox_id", String(128), primary_key=True),
+    Column("account", String(320), nullable=False),
+    Column("source_key", String(400), nullable=False),  # the message whose handling produced it
+    Column("position", Integer, nullable=False),
+    Column("rfc_message_id", String(998), nullable=False),
+    Column("thread_id", String(128)),
+    Column("recipients", Text, nullable=False),  # JSON list
+    Column("subject", Text),
+    Column("raw", Text, nullable=False),  # base64url of the RFC 5322 bytes: resent as is after a crash
+    Column("state", String(16), nullable=False),  # "queued" | "sent"
+    Column("provider_id", String(128)),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("created_seq", SeqType, nullable=False),
+    UniqueConstraint("source_key", "position"),
+    Index(None, "account", "state"),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("subject", Text),
+    Column("participants", Text, nullable=False, default="[]"),  # JSON list, sorted
+    Column("message_count", Integer, nullable=False, default=0),
+    Column("first_at", DateTime(timezone=True)),
+    Column("last_at", DateTime(timezone=True)),
+    Column("created_seq", SeqType, nullable=False),
+    Column("last_seq", SeqType, nullable=False),
+    Index(None, "last_seq"),
+)
+
+# Every Message-ID seen, in a message or only in its references, and its conversation.
+message_refs = Table(
+    "message_refs",
+    metadata,
+    Column("rfc_message_id", String(998), primary_key=True),
+    Column("conversation_id", String(32), nullable=False),
+    Index(None, "conversation_id"),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("address", String(320), primary_key=True),
+    Column("history_id", String(32)),  # the sync cursor
+    Column("last_sync_at", DateTime(timezone=True)),
+    Column("first_seq", SeqType, nullable=False),
+    Column("last_seq", SeqType, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("account", String(320), nullable=False),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("stopped_at", DateTime(timezone=True)),
+    Column("status", String(16), nullable=False),  # "running" | "stopped"
+    Column("summary", Text),  # JSON
+    Index(None, "account", "status"),
+)
+
+# At most one live run per mailbox, enforced by the database rather than by a read-then-write.
+Index(
+    "uq_runs_live_account",
+    runs.c.account,
+    unique=True,
+    sqlite_where=runs.c.status == "running",
+    postgresql_where=runs.c.status == "running",
+)
+
+PROJECTIONS = (messages, outbox, conversations, message_refs, accounts, runs)
