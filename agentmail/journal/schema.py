@@ -6,6 +6,7 @@ the application runs them itself on open, so users never call Alembic.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from alembic import command
@@ -43,13 +44,28 @@ def head_revision() -> str:
 
 
 def check_sqlite_file(path: Path) -> None:
-    """Refuse, without writing a byte, a file that is not an SQLite database."""
+    """Refuse, without writing a byte, a file that is not an agentmail SQLite journal.
+
+    Runs before the engine exists because its connections switch the file to WAL mode,
+    which rewrites the header of whatever database they open.
+    """
     if not path.exists() or path.stat().st_size == 0:
         return
     with path.open("rb") as fh:
         if fh.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
             raise errors.NotAJournal(f"{path} is not an agentmail journal (not an SQLite database); "
                                      "it was left untouched: pass another --db")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise errors.NotAJournal(f"{path} is not a readable SQLite database ({exc}); "
+                                 "it was left untouched: pass another --db") from exc
+    finally:
+        conn.close()
+    if names and "events" not in names:
+        raise errors.NotAJournal(f"{path} is an SQLite database of another application, not an "
+                                 "agentmail journal; it was left untouched: pass another --db")
 
 
 def current_revision(engine: Engine) -> str | None:
