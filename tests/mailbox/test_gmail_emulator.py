@@ -322,7 +322,7 @@ def test_a_timeout_is_unavailable(emulator, make_gmail) -> None:
     assert caught.value.reason == "timeout"
 
 
-def test_nobody_listening_is_unavailable(make_gmail) -> None:
+def test_nobody_listening_is_unavailable() -> None:
     box = GmailMailbox("x@example.com", emulator_credentials("x@example.com"),
                        api_endpoint="http://127.0.0.1:9", retry=RetryPolicy(attempts=1))
     try:
@@ -381,7 +381,7 @@ def test_retry_after_is_read_from_header_retry_info_and_message() -> None:
                                  "retryDelay": "2.5s"}]
     del body["error"]["errors"]
     assert after(_http_error(429, body)) == 2.5
-    message = "User-rate limit exceeded.  Retry after 2001-09-09T01:47:40.000Z (Mail sending)"
+    message = "User-rate limit exceeded.  Retry after 2001-09-09T01:48:20.000Z (Mail sending)"
     assert after(_http_error(429, _gmail_error(429, "userRateLimitExceeded", message))) == 100
     assert after(_http_error(503, {"error": {"code": 503, "message": "x"}})) is None
 
