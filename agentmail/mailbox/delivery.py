@@ -31,11 +31,14 @@ def send_exactly_once(
     sleep: Callable[[float], None] = time.sleep,
     since_history_id: str | None = None,
     retry: base.RetryPolicy | None = None,
+    record_point: Callable[[str], object] | None = None,
 ) -> tuple[base.MessageRef, bool]:
     """Send ``raw`` unless it already went out; return ``(sent copy, found_already_sent)``.
 
     ``since_history_id``: the history point journaled before an earlier, interrupted
-    attempt (reconciliation passes it); by default the current one is taken now.
+    attempt (reconciliation passes it); by default the current one is taken now and
+    handed to ``record_point`` before the first try, for the caller to journal it
+    (the write-ahead rule: after a crash, reconciliation passes it back).
     Raises :class:`~agentmail.errors.MailboxUnavailable` when every try failed and
     the message was not found among the sent mail, or when the provider asks to
     wait longer than the policy allows; :class:`~agentmail.errors.MailboxRejected`
@@ -43,6 +46,8 @@ def send_exactly_once(
     """
     policy = retry or base.RetryPolicy(attempts=attempts, sleep=sleep)
     point = since_history_id or mailbox.history_point()
+    if record_point is not None and since_history_id is None:
+        record_point(point)
     # True once a send may have reached the provider: look before sending again.
     # An interrupted earlier attempt (since_history_id given) counts too.
     check_first = since_history_id is not None

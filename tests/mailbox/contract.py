@@ -183,8 +183,11 @@ class MailboxContract:
     def test_send_exactly_once_sends_once(self, alice: Mailbox, bob: Mailbox) -> None:
         mid = make_msgid(domain="agents.example.com")
         raw = compose(alice.address, bob.address, "once", message_id=mid, outbox_id="out-9")
-        ref, already = send_exactly_once(alice, raw, None, mid, "out-9", sleep=_no_sleep)
+        points: list[str] = []
+        ref, already = send_exactly_once(alice, raw, None, mid, "out-9", sleep=_no_sleep,
+                                         record_point=points.append)
         assert not already
+        assert len(points) == 1 and int(points[0]) <= int(alice.history_point())
         # reconciliation after a crash: the journal has the history point, not `sent`
         again, already = send_exactly_once(alice, raw, None, mid, "out-9", sleep=_no_sleep,
                                            since_history_id="1")
