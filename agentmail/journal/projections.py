@@ -246,6 +246,15 @@ def _journal_only(conn: Connection, e: ev.Event) -> None:
         _set_state(conn, e)
 
 
+def _reconciled(conn: Connection, e: ev.Event) -> None:
+    """Recovery that finishes a dead run's message takes its lease first."""
+    if e.message_key and e.data.get("lease_until"):
+        _set_state(conn, e, lease_run_id=e.run_id,
+                   lease_expires_at=_parse_time(e.data["lease_until"]))
+    else:
+        _journal_only(conn, e)
+
+
 APPLIERS: dict[str, Applier] = {
     ev.RUN_STARTED: _run_started,
     ev.RUN_HEARTBEAT: _run_heartbeat,
@@ -263,7 +272,7 @@ APPLIERS: dict[str, Applier] = {
     ev.REPLAY_REQUESTED: _replay_requested,
     ev.LOOP_GUARDED: _journal_only,
     ev.DELIVERY_FAILED: _journal_only,
-    ev.RECONCILED: _journal_only,
+    ev.RECONCILED: _reconciled,
 }
 assert set(APPLIERS) == ev.KINDS, "every event kind needs a projection rule"
 

@@ -332,3 +332,17 @@ class Journal:
 
     def event_count(self) -> int:
         return self._all(select(func.count()).select_from(t.events))[0][0]
+
+    def conversation(self, conversation_id: str) -> Any | None:
+        rows = self._all(select(t.conversations).where(t.conversations.c.id == conversation_id))
+        return rows[0] if rows else None
+
+    def conversation_messages(self, conversation_id: str) -> list[Any]:
+        """Every copy of every message in a conversation, in journal order."""
+        m = t.messages
+        return self._all(select(m).where(m.c.conversation_id == conversation_id)
+                         .order_by(m.c.first_seq))
+
+    def run(self, run_id: str) -> Any | None:
+        rows = self._all(select(t.runs).where(t.runs.c.run_id == run_id))
+        return rows[0] if rows else None
