@@ -162,3 +162,8 @@ Index(
 )
 
 PROJECTIONS = (messages, outbox, conversations, message_refs, accounts, runs)
+
+# Conversation lookups (`agentmail history --thread ID`, `events --message ID`): a Gmail threadId
+# or a provider message id is looked up without knowing which mailbox it belongs to.
+Index("ix_messages_thread_id", messages.c.thread_id)
+Index("ix_messages_provider_id", messages.c.provider_id)
