@@ -252,7 +252,7 @@ class _Parser:
 
     def decode_header(self, value: str) -> str:
         """Decode RFC 2047 encoded-words (malformed ones are left as they are); no controls."""
-        value = _ENCODED_GAP.sub(r"\1", value)
+        value = _ENCODED_GAP.sub(r"\1", value.replace("\t", " "))  # tabs: folding whitespace
         decoded = _ENCODED_WORD.sub(self._decode_word, value)
         if _CONTROL.search(decoded):
             self.defect("header_control_chars")

@@ -93,6 +93,11 @@ def test_header_control_characters_are_neutralised():
     assert m.header("x-evil") == "a  Bcc: x@y" and "header_control_chars" in m.defects
 
 
+def test_folding_with_tabs_is_not_a_defect():
+    m = parse(mail("x", "X-Folded: a;\r\n\tb;\r\n  c"))
+    assert m.header("x-folded") == "a; b;  c" and m.defects == ()
+
+
 def test_long_header_is_truncated():
     m = parse(mail("x", "X-Long: " + "a" * 20000), limits=msg.ParseLimits(max_header_line=100))
     assert len(m.header("x-long")) == 100 and "header_too_long" in m.defects
