@@ -59,15 +59,21 @@ def resolve(journal: Journal, ident: str) -> list[str]:
     of a message or of a reference (with or without <>), a provider message id or a
     message key (account:provider_id). Several results mean the id is ambiguous.
     """
-    m, refs = t.messages, t.message_refs
+    m, refs, c, o = t.messages, t.message_refs, t.conversations, t.outbox
     forms = _message_id_forms(ident)
     with journal.engine.connect() as conn:
-        if conn.execute(select(t.conversations.c.id).where(t.conversations.c.id == ident)).first():
+        if conn.execute(select(c.c.id).where(c.c.id == ident, c.c.message_count > 0)).first():
             return [ident]
         found: set[str] = set(conn.execute(
-            select(refs.c.conversation_id).where(refs.c.rfc_message_id.in_(forms))).scalars())
+            select(refs.c.conversation_id).join(c, c.c.id == refs.c.conversation_id)
+            .where(refs.c.rfc_message_id.in_(forms), c.c.message_count > 0)).scalars())
         found.update(cid for cid in conn.execute(select(m.c.conversation_id).where(or_(
             m.c.thread_id == ident, m.c.provider_id == ident, m.c.key == ident))).scalars() if cid)
+        # A reply still in the outbox: the projection files its Message-ID apart (a conversation
+        # with no message yet) until it is sent; it belongs with the message it answers.
+        found.update(cid for cid in conn.execute(
+            select(m.c.conversation_id).join(o, o.c.source_key == m.c.key)
+            .where(o.c.rfc_message_id.in_(forms))).scalars() if cid)
     return sorted(found)
 
 
@@ -284,7 +290,8 @@ def list_conversations(journal: Journal, *, email: str | None = None,
                        limit: int | None = 20) -> list[ConversationSummary]:
     """Conversations, newest journal activity first; with `email`, only those it has a message in."""
     c, m = t.conversations, t.messages
-    query = _summary_query().order_by(c.c.last_seq.desc())
+    # Conversations without messages only hold the Message-ID of a reply not sent yet.
+    query = _summary_query().where(c.c.message_count > 0).order_by(c.c.last_seq.desc())
     if email is not None:
         query = query.where(exists().where(m.c.conversation_id == c.c.id, m.c.account == email))
     if limit is not None:

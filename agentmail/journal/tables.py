@@ -167,3 +167,5 @@ PROJECTIONS = (messages, outbox, conversations, message_refs, accounts, runs)
 # or a provider message id is looked up without knowing which mailbox it belongs to.
 Index("ix_messages_thread_id", messages.c.thread_id)
 Index("ix_messages_provider_id", messages.c.provider_id)
+# A reply still in the outbox is found by its Message-ID (`history --thread <queued id>`).
+Index("ix_outbox_rfc_message_id", outbox.c.rfc_message_id)

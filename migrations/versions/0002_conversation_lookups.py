@@ -1,4 +1,4 @@
-"""messages: look up a thread id or a provider id in any mailbox
+"""messages, outbox: look up a thread id, a provider id or a queued Message-ID in any mailbox
 
 Revision ID: 0002
 Revises: 0001
@@ -19,9 +19,13 @@ def upgrade() -> None:
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.create_index('ix_messages_thread_id', ['thread_id'], unique=False)
         batch_op.create_index('ix_messages_provider_id', ['provider_id'], unique=False)
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.create_index('ix_outbox_rfc_message_id', ['rfc_message_id'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_outbox_rfc_message_id')
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_index('ix_messages_provider_id')
         batch_op.drop_index('ix_messages_thread_id')

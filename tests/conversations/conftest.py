@@ -1,0 +1,26 @@
+"""A journal on a SQLite file the CLI can open with --db, and agents writing to it."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentmail.journal.store import Journal
+
+from .mail import Mail
+
+
+@pytest.fixture
+def db(tmp_path):
+    return str(tmp_path / "journal.db")
+
+
+@pytest.fixture
+def journal(db):
+    j = Journal.open(db)
+    yield j
+    j.close()
+
+
+@pytest.fixture
+def mail(journal):
+    return Mail(journal)
