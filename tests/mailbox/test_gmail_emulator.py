@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from email.utils import make_msgid
 
@@ -283,7 +285,7 @@ def test_backoff_is_exponential_with_full_jitter_and_honours_retry_after() -> No
 @pytest.mark.parametrize(("code", "kind"), [
     (500, errors.MailboxUnavailable), (502, errors.MailboxUnavailable),
     (503, errors.MailboxUnavailable), (429, errors.MailboxUnavailable),
-    (400, errors.MailboxRejected), (403, errors.MailboxRejected),
+    (400, errors.MailboxRejected), (403, errors.MailboxUnavailable),  # rate-limit body
     (404, errors.MailboxRejected), (409, errors.MailboxRejected),
 ])
 def test_http_errors_from_the_wire_map_to_our_tree(emulator, make_gmail, code, kind) -> None:
@@ -396,3 +398,44 @@ def test_a_mailbox_is_a_context_manager(emulator) -> None:
     with GmailMailbox("x@example.com", emulator_credentials("x@example.com"),
                       api_endpoint=emulator.url) as box:
         assert box.profile()[0] == "x@example.com"
+
+
+def test_a_send_is_not_resent_when_the_server_closes_without_answering() -> None:
+    """A graceful close (FIN) before the answer makes stock httplib2 re-send the request,
+    believing the keep-alive connection was stale; a send must go out once at most.
+    (The emulator drops with a reset, which httplib2 does not retry, hence this server.)"""
+    received: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                received.append(data)  # the request arrived; close with no answer
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    box = GmailMailbox("x@example.com", emulator_credentials("x@example.com"),
+                       api_endpoint=f"http://127.0.0.1:{port}", retry=RetryPolicy(attempts=1))
+    try:
+        with pytest.raises(errors.MailboxUnavailable, match="connection failed"):
+            box.send(compose("x@example.com", "y@example.com", "once"))
+    finally:
+        box.close()
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert len(received) == 1
+    assert received[0].startswith(b"POST /gmail/v1/users/me/messages/send")
