@@ -53,9 +53,20 @@ def _globals(
 
 def _register() -> None:
     # Imported here so each command module can import `app` helpers without a cycle.
-    from agentmail.cli import journal_cmd, setup_cmd
+    from agentmail.cli import (
+        auth_cmd,
+        demo_cmd,
+        history_cmd,
+        journal_cmd,
+        run_cmd,
+        setup_cmd,
+    )
 
     setup_cmd.register(app)
+    auth_cmd.register(app)
+    run_cmd.register(app)
+    demo_cmd.register(app)
+    history_cmd.register(app)
     app.add_typer(journal_cmd.app, name="journal")
 
 

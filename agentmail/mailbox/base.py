@@ -129,6 +129,13 @@ class Mailbox(ABC):
         """
 
     @abstractmethod
+    def list_labelled(self, name: str, limit: int) -> list[MessageRef]:
+        """Up to ``limit`` messages carrying the label ``name``, newest first.
+
+        Reconciliation uses it to find processing labels that no live claim explains.
+        """
+
+    @abstractmethod
     def get_raw(self, ids: Sequence[str]) -> list[RawMessage]:
         """Fetch whole messages, in the order of ``ids``.
 

@@ -296,20 +296,27 @@ class GmailMailbox(base.Mailbox):
 
     def list_unread(self, limit: int) -> base.Changes:
         _, history_id = self.profile()  # before listing: nothing slips between the two
+        newest_first = self._list(["INBOX", "UNREAD"], limit)
+        return base.Changes(tuple(reversed(newest_first)), history_id)
+
+    def list_labelled(self, name: str, limit: int) -> list[base.MessageRef]:
+        return self._list(self._label_ids([name]), limit)
+
+    def _list(self, label_ids: list[str], limit: int) -> list[base.MessageRef]:
+        """Message refs carrying all `label_ids`, newest first, in the largest pages."""
         refs: dict[str, base.MessageRef] = {}
         token: str | None = None
         while len(refs) < limit:
             page_size = min(PAGE_SIZE, limit - len(refs))
             data = self._call("messages.list", lambda t=token, n=page_size: (
-                self._users.messages().list(userId="me", labelIds=["INBOX", "UNREAD"],
+                self._users.messages().list(userId="me", labelIds=label_ids,
                                             maxResults=n, pageToken=t)))
             for item in data.get("messages", ()):
                 refs.setdefault(item["id"], base.MessageRef(item["id"], item["threadId"]))
             token = data.get("nextPageToken")
             if not token:
                 break
-        newest_first = list(refs.values())[:limit]
-        return base.Changes(tuple(reversed(newest_first)), history_id)
+        return list(refs.values())[:limit]
 
     def get_raw(self, ids: Sequence[str]) -> list[base.RawMessage]:
         unique = list(dict.fromkeys(ids))

@@ -1,0 +1,406 @@
+"""One mailbox's claim → process → send → ack cycle, journaled by the write-ahead rule.
+
+The journal records each decision before its side effect and the outcome after
+it: `claimed` before the processing label, `processed` (with every queued
+message) before any send, `sent` after each send, `acked` after the labels
+change. The pipeline talks to the mailbox port and the journal store only; it
+never imports googleapiclient or SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from agentmail import errors, policy
+from agentmail import message as msg
+from agentmail.agent import Agent
+from agentmail.config import Settings
+from agentmail.journal import events as ev
+from agentmail.journal.store import Journal
+from agentmail.mailbox import base as mb
+from agentmail.mailbox.delivery import send_exactly_once
+
+log = logging.getLogger(__name__)
+
+TRACEBACK_LINES = 12  # of a failing handler, kept in the journal
+SYSTEM_UNREAD = "UNREAD"
+
+StepListener = Callable[[str, dict[str, Any]], None]
+Checkpoint = Callable[[str], None]
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did; the run prints it and sums it into the run's summary."""
+
+    fetched: int = 0
+    rejected: int = 0
+    processed: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    sent: int = 0
+    acked: int = 0
+    loop_guarded: int = 0
+    full_sync: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: CycleReport) -> None:
+        for name in ("fetched", "rejected", "processed", "failed", "dead_lettered", "sent",
+                     "acked", "loop_guarded"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "errors"} | {
+            "errors": list(self.errors)}
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text.encode("ascii"))
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def trust_policy(settings: Settings) -> policy.TrustPolicy:
+    return policy.TrustPolicy(
+        allow_from=settings.allow_from, deny_from=settings.deny_from,
+        authserv_id=settings.authserv_id, require_auth=settings.require_auth,
+        reject_non_json=settings.reject_non_json,
+        max_replies_per_conversation=settings.max_replies_per_conversation,
+    )
+
+
+class Pipeline:
+    """Processes one mailbox. `cycle()` is one poll: sync, claim, handle, send, ack."""
+
+    def __init__(self, *, journal: Journal, mailbox: mb.Mailbox, agent: Agent,
+                 settings: Settings, run_id: str, on_step: StepListener | None = None,
+                 checkpoint: Checkpoint | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        self.journal = journal
+        self.mailbox = mailbox
+        self.agent = agent
+        self.settings = settings
+        self.run_id = run_id
+        self.address = mailbox.address
+        self.policy = trust_policy(settings)
+        self.on_step = on_step or (lambda kind, info: None)
+        self.checkpoint = checkpoint or (lambda name: None)
+        self.sleep = sleep
+        self._lock = threading.Lock()
+
+    @property
+    def labels(self) -> list[str]:
+        s = self.settings
+        return [s.label_processing, s.label_done, s.label_failed, s.label_rejected]
+
+    # --- the cycle -------------------------------------------------------------------------
+
+    def cycle(self) -> CycleReport:
+        report = CycleReport()
+        self.finish_in_flight(report)
+        self.sync(report)
+        while self.process_batch(report):
+            pass
+        return report
+
+    def lease_until(self) -> datetime:
+        return self.journal.clock() + timedelta(seconds=self.settings.lease_seconds)
+
+    # --- fetch -----------------------------------------------------------------------------
+
+    def sync(self, report: CycleReport) -> None:
+        """Bring new mail into the journal: incremental from the cursor, else a full sync."""
+        account = self.journal.account(self.address)
+        cursor = account.history_id if account is not None else None
+        try:
+            changes = self.mailbox.changes_since(cursor) if cursor else None
+        except errors.HistoryExpired:
+            log.warning("%s: history cursor %s expired; doing a full sync", self.address, cursor)
+            changes = None
+        if changes is None:
+            report.full_sync = True
+            changes = self.mailbox.list_unread(self.settings.max_messages * 100)
+        ids = list(dict.fromkeys(ref.id for ref in changes.added))
+        known = self.journal.known_provider_ids(self.address, ids)
+        new = [i for i in ids if i not in known]
+        chunk = max(1, self.settings.max_messages)
+        for start in range(0, len(new), chunk):
+            self._fetch(new[start:start + chunk], report)
+        if not account or account.history_id != changes.history_id:
+            self.journal.append(ev.Event(ev.SYNCED, self.address, run_id=self.run_id,
+                                         data={"history_id": changes.history_id,
+                                               "full": report.full_sync}))
+
+    def _fetch(self, ids: Sequence[str], report: CycleReport) -> None:
+        raws = self.mailbox.get_raw(ids)
+        events: list[ev.Event] = []
+        rejected: list[str] = []
+        for raw in raws:
+            message = msg.parse(raw.raw, account=self.address, provider_id=raw.id,
+                                thread_id=raw.thread_id)
+            key = message.key
+            events.append(ev.Event(ev.FETCHED, self.address, message_key=key, run_id=self.run_id,
+                                   data=self._fetched_data(message, raw)))
+            verdict = policy.evaluate(message, self.policy)
+            self.on_step("fetched", {"message": message})
+            if not verdict.accepted:
+                events.append(ev.Event(ev.REJECTED, self.address, message_key=key,
+                                       run_id=self.run_id,
+                                       data={"reason": verdict.reason,
+                                             "details": _json_safe(verdict.details)}))
+                rejected.append(raw.id)
+                report.rejected += 1
+                self.on_step("rejected", {"message": message, "reason": verdict.reason})
+        if events:
+            self.journal.append(*events)
+        report.fetched += len(raws)
+        if rejected:
+            self._label(rejected, add=[self.settings.label_rejected], report=report)
+
+    @staticmethod
+    def _fetched_data(message: msg.Message, raw: mb.RawMessage) -> dict[str, Any]:
+        return {
+            "provider_id": raw.id, "thread_id": raw.thread_id, "labels": list(raw.label_ids),
+            "message_id": message.message_id, "in_reply_to": message.in_reply_to,
+            "references": list(message.references), "sender": message.sender,
+            "recipients": [*message.to, *message.cc], "subject": message.subject,
+            "date": message.date.isoformat() if message.date else None,
+            "payload": message.payload, "auto_submitted": message.auto_submitted,
+            "size": message.size, "raw": _b64(raw.raw),
+        }
+
+    # --- claim, handle, send, ack ----------------------------------------------------------
+
+    def process_batch(self, report: CycleReport) -> bool:
+        """Claim up to max_messages pending messages and take each through to ack or release."""
+        rows = self.journal.claimable(self.address, limit=self.settings.max_messages)
+        if not rows:
+            return False
+        until = self.lease_until()
+        claimed = [r for r in rows
+                   if self.journal.claim(r.key, run_id=self.run_id, lease_until=until)]
+        if not claimed:
+            return False
+        self.checkpoint("after_claim_journaled")
+        self._label([r.provider_id for r in claimed], add=[self.settings.label_processing],
+                    report=report)
+        self.checkpoint("after_claim")
+        done: list[Any] = []
+        for row in claimed:
+            if self._handle(row, report):
+                done.append(row)
+        self.ack(done, report)
+        return len(rows) == self.settings.max_messages
+
+    def message_of(self, key: str) -> msg.Message:
+        """The message as fetched, parsed again from the raw bytes the journal keeps."""
+        fetched = next(e for e in self.journal.events_of_message(key) if e.kind == ev.FETCHED)
+        d = fetched.data
+        return msg.parse(_unb64(d["raw"]), account=self.address, provider_id=d["provider_id"],
+                         thread_id=d.get("thread_id"))
+
+    def _handle(self, row: Any, report: CycleReport) -> bool:
+        """Run the handler; journal `processed` then send. True when ready to ack."""
+        message = self.message_of(row.key)
+        self.on_step("claimed", {"message": message, "attempt": row.attempts + 1})
+        try:
+            result, outbox = self.agent.handle(message, self.address)
+        except Exception as exc:  # a handler's failure is journaled, never fatal to the run
+            self._fail(row, message, exc, report)
+            return False
+        outgoing = list(outbox.items)
+        blockers = self._reply_blockers(row.key, message, outbox.allow_auto_reply)
+        suppressed = [o for o in outgoing if o.in_reply_to == message.message_id] if blockers else []
+        outgoing = [o for o in outgoing if o not in suppressed]
+        account = self.journal.account(self.address)
+        events = [ev.Event(ev.PROCESSED, self.address, message_key=row.key, run_id=self.run_id,
+                           attempt=row.attempts + 1, data={
+                               "result": _json_safe(result),
+                               # Sends happen after this point: recovery scans SENT from here.
+                               "history_point": account.history_id if account else None,
+                               "outgoing": [self._outgoing_data(o) for o in outgoing]})]
+        if suppressed:
+            events.append(ev.Event(ev.LOOP_GUARDED, self.address, message_key=row.key,
+                                   run_id=self.run_id, data={
+                                       "reason": blockers[0], "blockers": blockers,
+                                       "auto_submitted": message.auto_submitted,
+                                       "suppressed": [o.message_id for o in suppressed]}))
+            report.loop_guarded += 1
+            self.on_step("loop_guarded", {"message": message, "reason": blockers[0]})
+        self.journal.append(*events)
+        report.processed += 1
+        self.on_step("processed", {"message": message, "outgoing": len(outgoing)})
+        self.checkpoint("after_processed")
+        return self.send_outbox(row.key, report)
+
+    def _reply_blockers(self, key: str, message: msg.Message, handler_insists: bool) -> list[str]:
+        """Why replies to `message` must be dropped (RFC 3834 and the per-conversation cap).
+
+        A handler may insist on answering automatic mail, never on passing the cap or on
+        answering a sender who failed authentication (no backscatter).
+        """
+        conversation = self.journal.message(key).conversation_id
+        replies = self.journal.replies_in_conversation(self.address, conversation)
+        verdict = policy.evaluate(message, self.policy, replies_in_conversation=replies)
+        if verdict.may_reply:
+            return []
+        blockers = list(verdict.details.get("reply_blocked") or [verdict.reason or "policy"])
+        if handler_insists:
+            blockers = [b for b in blockers if b != "auto_submitted"]
+        return blockers
+
+    @staticmethod
+    def _outgoing_data(o: msg.Outgoing) -> dict[str, Any]:
+        return {
+            "outbox_id": o.outbox_id, "message_id": o.message_id, "thread_id": o.thread_id,
+            "recipients": [*o.to, *o.cc], "subject": o.subject, "in_reply_to": o.in_reply_to,
+            "references": list(o.references), "auto_submitted": o.auto_submitted,
+            "payload": _json_safe(o.payload), "raw": _b64(o.raw),
+        }
+
+    def send_outbox(self, key: str, report: CycleReport, *,
+                    since_history_id: str | None = None) -> bool:
+        """Send every queued message of `key` not yet journaled as sent. True when all are out."""
+        for i, item in enumerate(self.journal.unsent_outbox(key)):
+            if i:
+                self.checkpoint("between_sends")
+            processed = self._outgoing_by_id(key)[item.outbox_id]
+            try:
+                ref, recovered = send_exactly_once(
+                    self.mailbox, _unb64(item.raw), item.thread_id, item.rfc_message_id,
+                    item.outbox_id, since_history_id=since_history_id,
+                    **({"sleep": self.sleep} if self.sleep else {}))
+            except errors.MailboxRejected as exc:
+                self._send_refused(key, item, exc, report)
+                return False
+            except errors.MailboxUnavailable as exc:
+                # Unknown outcome and the mailbox is unreachable: leave it in flight; the next
+                # cycle (or reconciliation) looks for it before sending again.
+                report.errors.append(f"send {item.rfc_message_id}: {exc}")
+                log.warning("%s: could not send %s yet: %s", self.address, item.rfc_message_id, exc)
+                return False
+            self.journal.append(ev.Event(ev.SENT, self.address, message_key=key,
+                                         run_id=self.run_id, data={
+                                             "outbox_id": item.outbox_id, "provider_id": ref.id,
+                                             "thread_id": ref.thread_id,
+                                             "message_id": item.rfc_message_id,
+                                             "in_reply_to": processed.get("in_reply_to"),
+                                             "references": processed.get("references", []),
+                                             "sender": self.address,
+                                             "recipients": json.loads(item.recipients),
+                                             "subject": item.subject,
+                                             "payload": processed.get("payload"),
+                                             "recovered": recovered}))
+            report.sent += 1
+            self.on_step("sent", {"key": key, "message_id": item.rfc_message_id,
+                                  "to": json.loads(item.recipients), "recovered": recovered})
+        self.checkpoint("after_send")
+        return True
+
+    def _outgoing_by_id(self, key: str) -> dict[str, dict[str, Any]]:
+        for e in reversed(self.journal.events_of_message(key)):
+            if e.kind == ev.PROCESSED:
+                return {o["outbox_id"]: o for o in e.data.get("outgoing", [])}
+        return {}
+
+    def _send_refused(self, key: str, item: Any, exc: errors.MailboxRejected,
+                      report: CycleReport) -> None:
+        """The provider will never accept this message: dead-letter its source for a person."""
+        row = self.journal.message(key)
+        self.journal.append(ev.Event(ev.FAILED, self.address, message_key=key, run_id=self.run_id,
+                                     attempt=row.attempts, data={
+                                         "stage": "send", "error_class": type(exc).__name__,
+                                         "error": str(exc), "retryable": False,
+                                         "outbox_id": item.outbox_id}))
+        self._label([row.provider_id], add=[self.settings.label_failed],
+                    remove=[self.settings.label_processing], report=report)
+        self.journal.append(ev.Event(ev.DEAD_LETTERED, self.address, message_key=key,
+                                     run_id=self.run_id, data={"reason": "send_refused"}))
+        report.dead_lettered += 1
+
+    def ack(self, rows: Iterable[Any], report: CycleReport) -> None:
+        """Mark handled messages read and done in the mailbox, then journal `acked`."""
+        rows = list(rows)
+        if not rows:
+            return
+        s = self.settings
+        self._label([r.provider_id for r in rows], add=[s.label_done],
+                    remove=[SYSTEM_UNREAD, s.label_processing], report=report, required=True)
+        self.checkpoint("after_ack_labels")
+        self.journal.append(*[ev.Event(ev.ACKED, self.address, message_key=r.key,
+                                       run_id=self.run_id) for r in rows])
+        report.acked += len(rows)
+        for r in rows:
+            self.on_step("acked", {"key": r.key})
+
+    def _fail(self, row: Any, message: msg.Message, exc: BaseException,
+              report: CycleReport) -> None:
+        attempt = row.attempts + 1
+        retry = attempt < self.settings.max_attempts
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        self.journal.append(ev.Event(ev.FAILED, self.address, message_key=row.key,
+                                     run_id=self.run_id, attempt=attempt, data={
+                                         "stage": "handler", "error_class": type(exc).__name__,
+                                         "error": str(exc)[:2000], "retryable": retry,
+                                         "traceback": "".join(tb[-TRACEBACK_LINES:])}))
+        report.failed += 1
+        s = self.settings
+        if retry:
+            self._label([row.provider_id], remove=[s.label_processing], report=report)
+            delay = min(s.backoff_max, s.backoff_base * 2 ** (attempt - 1))
+            delay *= random.uniform(0.8, 1.2)  # jitter, so failures do not retry in lockstep
+            at = self.journal.clock() + timedelta(seconds=delay)
+            self.journal.append(ev.Event(ev.RELEASED, self.address, message_key=row.key,
+                                         run_id=self.run_id, attempt=attempt,
+                                         data={"next_attempt_at": at.isoformat(),
+                                               "reason": "handler_failed"}))
+            self.on_step("released", {"message": message, "error": exc, "retry_at": at})
+        else:
+            self._label([row.provider_id], add=[s.label_failed], remove=[s.label_processing],
+                        report=report)
+            self.journal.append(ev.Event(ev.DEAD_LETTERED, self.address, message_key=row.key,
+                                         run_id=self.run_id, attempt=attempt,
+                                         data={"reason": "max_attempts"}))
+            report.dead_lettered += 1
+            self.on_step("dead_lettered", {"message": message, "error": exc})
+
+    def _label(self, ids: Sequence[str], *, add: Sequence[str] = (), remove: Sequence[str] = (),
+               report: CycleReport, required: bool = False) -> None:
+        """Mirror a journal state in Gmail labels. Only acks must succeed; the rest is a mirror
+        that reconciliation repairs."""
+        try:
+            self.mailbox.modify(ids, add=add, remove=remove)
+        except errors.MailboxError as exc:
+            if required:
+                raise
+            report.errors.append(f"labels on {len(ids)} message(s): {exc}")
+            log.warning("%s: label change failed (%s); reconciliation will repair it",
+                        self.address, exc)
+
+    # --- in-flight work of this run --------------------------------------------------------
+
+    def finish_in_flight(self, report: CycleReport) -> None:
+        """Complete messages this run processed but could not send or ack in an earlier cycle."""
+        rows = [r for r in self.journal.in_flight(self.address) if r.lease_run_id == self.run_id]
+        done = [r for r in rows if r.state == "processed" and self.send_outbox(r.key, report)]
+        self.ack(done, report)

@@ -1,0 +1,1 @@
+"""Use cases behind the commands: each builds what it needs and owns its journal writes."""

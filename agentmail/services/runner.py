@@ -1,0 +1,160 @@
+"""`agentmail run`: one live run per mailbox, cycles of the pipeline, a clean stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from agentmail import errors
+from agentmail.agent import Agent
+from agentmail.config import Settings, load_settings
+from agentmail.journal import events as ev
+from agentmail.journal.store import Journal, as_utc
+from agentmail.mailbox.base import Mailbox
+from agentmail.pipeline import CycleReport, Pipeline, StepListener
+from agentmail.reconcile import ReconcileReport, reconcile
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_FRACTION = 3  # heartbeats per lease period
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_is_alive(settings: Settings, clock: Callable[[], Any]) -> Callable[[Any], bool]:
+    """A run is alive while its heartbeat is fresh and, on this host, its process exists."""
+    host = socket.gethostname()
+
+    def alive(run: Any) -> bool:
+        fresh = as_utc(run.heartbeat_at) > clock() - timedelta(seconds=settings.lease_seconds)
+        if run.host == host:
+            return fresh and pid_alive(run.pid)
+        return fresh
+
+    return alive
+
+
+@dataclass
+class RunOptions:
+    iterations: int | None = None  # None: until stopped
+    interval: float = 60.0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    cycles: int
+    totals: CycleReport
+
+
+class Run:
+    """A registered run of one mailbox; use as a context manager so it always stops cleanly."""
+
+    def __init__(self, *, journal: Journal, mailbox: Mailbox, agent: Agent, settings: Settings,
+                 on_step: StepListener | None = None, on_cycle: Callable[[int, CycleReport], None]
+                 | None = None, checkpoint: Callable[[str], None] | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        self.journal = journal
+        self.mailbox = mailbox
+        self.settings = settings
+        self.run_id = uuid.uuid4().hex
+        self.on_cycle = on_cycle or (lambda n, r: None)
+        self.pipeline = Pipeline(journal=journal, mailbox=mailbox, agent=agent, settings=settings,
+                                 run_id=self.run_id, on_step=on_step, checkpoint=checkpoint,
+                                 sleep=sleep)
+        self.totals = CycleReport()
+        self.cycles = 0
+        self.recovered = ReconcileReport()
+        self._last_heartbeat = 0.0
+        self._is_alive = run_is_alive(settings, journal.clock)
+
+    def __enter__(self) -> Run:
+        self.journal.start_run(self.mailbox.address, self.run_id, host=socket.gethostname(),
+                               pid=os.getpid(), is_alive=self._is_alive)
+        try:
+            self.mailbox.ensure_labels(self.pipeline.labels)
+            self.recovered = self.reconcile()
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, None)
+            raise
+        return self
+
+    def reconcile(self) -> ReconcileReport:
+        """Repair what dead runs left in flight (at start, and when a lease lapses later)."""
+        return reconcile(self.pipeline, is_alive=self._is_alive, live_runs=self.journal.run)
+
+    def _orphans(self) -> bool:
+        return any(r.lease_run_id != self.run_id
+                   for r in self.journal.in_flight(self.mailbox.address))
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        reason = "stopped" if exc is None or isinstance(exc, KeyboardInterrupt) else "error"
+        self.journal.append(ev.Event(ev.RUN_STOPPED, self.mailbox.address, run_id=self.run_id,
+                                     data={"reason": reason, "summary": {
+                                         "reason": reason, "cycles": self.cycles,
+                                         **self.totals.as_dict()}}))
+
+    def heartbeat(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_heartbeat < self.settings.lease_seconds / HEARTBEAT_FRACTION:
+            return
+        self._last_heartbeat = now
+        self.journal.append(ev.Event(ev.RUN_HEARTBEAT, self.mailbox.address, run_id=self.run_id,
+                                     data={"lease_until": self.pipeline.lease_until().isoformat()}))
+
+    def cycle(self) -> CycleReport:
+        """One poll; mailbox outages are reported and retried next cycle, never fatal."""
+        self.heartbeat()
+        try:
+            if self._orphans():
+                self.recovered.actions.update(self.reconcile().actions)
+            report = self.pipeline.cycle()
+        except errors.MailboxUnavailable as exc:
+            report = CycleReport(errors=[f"mailbox unavailable: {exc}"])
+            log.warning("%s: mailbox unavailable, will retry next cycle: %s",
+                        self.mailbox.address, exc)
+        self.cycles += 1
+        self.totals.add(report)
+        self.on_cycle(self.cycles, report)
+        return report
+
+    def loop(self, options: RunOptions) -> RunResult:
+        while not options.stop.is_set():
+            self.cycle()
+            if options.iterations is not None and self.cycles >= options.iterations:
+                break
+            options.stop.wait(options.interval)
+        return RunResult(self.run_id, self.cycles, self.totals)
+
+
+def run_agent_blocking(agent: Agent, *, email: str, config_path: str | None = None,
+                       iterations: int | None = None, interval: float | None = None,
+                       emulator: str | None = None) -> RunResult:
+    """What `Agent.run()` does: the same as `agentmail run`, with logging for output."""
+    from agentmail.services.mailboxes import open_mailbox
+
+    settings = load_settings(config_path, overrides={"emulator": emulator})
+    with Journal.open(settings.db_url) as journal, open_mailbox(settings, email) as mailbox, \
+            Run(journal=journal, mailbox=mailbox, agent=agent, settings=settings) as run:
+        return run.loop(RunOptions(iterations=iterations,
+                                   interval=settings.check_interval if interval is None
+                                   else interval))
