@@ -1,0 +1,152 @@
+"""Wire details and bad input over plain HTTP: status codes, error bodies, keep-alive."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socket
+import urllib.parse
+
+import pytest
+
+from agentmail.emulator.testing import fresh_address, raw_message
+
+ADDRESS = "wire-user@example.com"
+
+
+class Client:
+    """One keep-alive connection to the emulator."""
+
+    def __init__(self, url: str, token: str = ADDRESS) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        self.conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        self.token = token
+
+    def request(self, method, path, body=None, headers=None):
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        hdrs = {"Authorization": f"Bearer {self.token}", **(headers or {})}
+        self.conn.request(method, path, data, hdrs)
+        response = self.conn.getresponse()
+        content = response.read()
+        return response.status, response, (json.loads(content) if content else None)
+
+    def close(self):
+        self.conn.close()
+
+
+@pytest.fixture
+def client(emulator):
+    c = Client(emulator.url, fresh_address("wire"))
+    yield c
+    c.close()
+
+
+def assert_error(result, code, reason=None, status=None):
+    got, _, body = result
+    assert got == code, body
+    error = body["error"]
+    assert error["code"] == code
+    assert set(error) == {"code", "message", "errors", "status"}
+    assert set(error["errors"][0]) >= {"message", "domain", "reason"}
+    if reason:
+        assert error["errors"][0]["reason"] == reason
+    if status:
+        assert error["status"] == status
+
+
+M = "/gmail/v1/users/me/messages"
+
+
+def test_malformed_json_and_bad_base64(client):
+    assert_error(client.request("POST", M + "/send", b"{not json"), 400, "invalidArgument",
+                 "INVALID_ARGUMENT")
+    assert_error(client.request("POST", M + "/send", b"[1, 2]"), 400, "invalidArgument")
+    assert_error(client.request("POST", M + "/send", {"raw": "!!!not base64!!!"}), 400,
+                 "invalidArgument")
+    assert_error(client.request("POST", M + "/send", {}), 400, "invalidArgument")
+    no_rcpt = base64.urlsafe_b64encode(b"Subject: x\r\n\r\nbody").decode()
+    assert_error(client.request("POST", M + "/send", {"raw": no_rcpt}), 400)
+    assert_error(client.request("POST", M + "/batchModify", {"ids": "nope"}), 400)
+    assert_error(client.request("POST", "/gmail/v1/users/me/labels", {"name": 5}), 400)
+
+
+def test_ids_and_unknown_things(client):
+    assert_error(client.request("GET", M + "/zz-not-hex"), 400, "invalidArgument")
+    assert_error(client.request("GET", M + "/0123456789abcdef"), 404, "notFound", "NOT_FOUND")
+    assert_error(client.request("GET", M + "/0123456789abcdef/attachments/bogus"), 400)
+    assert_error(client.request("GET", "/gmail/v1/users/me/labels/Label_77"), 404)
+    assert_error(client.request("GET", "/gmail/v1/users/me/nothing"), 404)
+    assert_error(client.request("GET", "/totally/else"), 404)
+    assert_error(client.request("PATCH", M + "/send"), 405)
+    assert_error(client.request("GET", M + "?maxResults=lots"), 400)
+    assert_error(client.request("GET", M + "/0123456789abcdef?format=weird"), 400)
+    assert_error(client.request("GET", "/gmail/v1/users/me/drafts"), 501)
+    send_with_bad_thread = {"raw": base64.urlsafe_b64encode(
+        raw_message(client.token, "x@example.com", "t")).decode(), "threadId": "0123456789abcdef"}
+    assert_error(client.request("POST", M + "/send", send_with_bad_thread), 404)
+
+
+def test_auth_errors(emulator):
+    c = Client(emulator.url, token="not-an-email")
+    try:
+        result = c.request("GET", "/gmail/v1/users/me/profile")
+        assert_error(result, 401, "authError", "UNAUTHENTICATED")
+        assert result[2]["error"]["errors"][0]["location"] == "Authorization"
+        c.conn.request("GET", "/gmail/v1/users/me/profile")  # no header at all
+        response = c.conn.getresponse()
+        assert response.status == 401 and json.loads(response.read())["error"]["code"] == 401
+    finally:
+        c.close()
+
+
+def test_oversized_raw(client):
+    big = b"From: a@example.com\r\nTo: b@example.com\r\n\r\n" + b"x" * 36_700_160
+    body = {"raw": base64.urlsafe_b64encode(big).decode()}
+    status, _, error = client.request("POST", M + "/send", body)
+    assert status in (400, 413) and error["error"]["code"] == status
+
+
+def test_huge_body_rejected_before_reading(emulator):
+    parsed = urllib.parse.urlsplit(emulator.url)
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as sock:
+        sock.sendall(b"POST /gmail/v1/users/me/messages/send HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer a@example.com\r\nContent-Length: 900000000\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413")
+
+
+def test_garbage_does_not_hurt_the_server(emulator, client):
+    parsed = urllib.parse.urlsplit(emulator.url)
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as sock:
+        sock.sendall(b"\x00\x01GARBAGE\r\n\r\n")
+        sock.recv(65536)
+    assert client.request("GET", "/gmail/v1/users/me/profile")[0] == 200
+
+
+def test_keep_alive_and_json_shapes(client):
+    statuses = [client.request("GET", "/gmail/v1/users/me/profile")[0] for _ in range(5)]
+    assert statuses == [200] * 5
+    status, response, body = client.request("GET", "/gmail/v1/users/me/profile?alt=json")
+    assert response.getheader("Content-Type").startswith("application/json")
+    assert response.getheader("Connection") != "close"
+    assert isinstance(body["historyId"], str)
+    status, response, body = client.request("DELETE", "/gmail/v1/users/me/messages/"
+                                            "0123456789abcdef")
+    assert status == 404
+    raw = base64.urlsafe_b64encode(raw_message(client.token, client.token, "me")).decode()
+    mid = client.request("POST", M + "/send", {"raw": raw})[2]["id"]
+    status, response, body = client.request("DELETE", f"{M}/{mid}")
+    assert (status, body) == (204, None)
+
+
+def test_method_override_header(client):
+    raw = base64.urlsafe_b64encode(raw_message(client.token, client.token, "over")).decode()
+    client.request("POST", M + "/send", {"raw": raw})
+    status, _, body = client.request(
+        "POST", M, b"q=subject%3Aover&maxResults=5",
+        {"X-HTTP-Method-Override": "GET",
+         "Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200 and len(body["messages"]) == 1
