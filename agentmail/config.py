@@ -54,6 +54,18 @@ class Settings:
     authserv_id: str = "mx.google.com"
     reject_non_json: bool = False  # else handlers get non-JSON mail with payload=None
     max_replies_per_conversation: int = 20
+    answer_agent_requests: bool = True  # agentmail requests (auto-generated) may be answered
+    error_replies: bool = False  # structured error reply to authenticated, allowed bad JSON
+    allow_to: tuple[str, ...] = ()  # outgoing recipients; empty = anyone
+    # Limits on received mail (see agentmail.message.ParseLimits) and on outgoing mail
+    max_message_bytes: int = 10_000_000  # raw size of one received message
+    max_json_bytes: int = 1_000_000
+    max_json_depth: int = 64
+    max_references: int = 100  # References kept, the last N
+    max_header_line: int = 8192  # characters of one header value
+    max_mime_parts: int = 100
+    max_mime_depth: int = 20
+    max_recipients: int = 100  # To + Cc of one outgoing message (Gmail's cap is 100)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def path(self, value: str) -> Path:
