@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 import secrets
-from email.parser import HeaderParser
 from typing import TYPE_CHECKING, Any
 
 from agentmail.emulator import errors
@@ -30,6 +29,25 @@ if TYPE_CHECKING:
 MAX_PARTS = 100
 _BLANK = re.compile(rb"\r?\n\r?\n")
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.I)
+
+
+class Headers(dict):
+    """Header fields by lower-cased name (the email parser is too slow for this)."""
+
+    @classmethod
+    def parse(cls, lines: list[str]) -> Headers:
+        out = cls()
+        for line in lines:
+            name, sep, value = line.partition(":")
+            if sep:
+                out[name.strip().lower()] = value.strip()
+        return out
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        super().__setitem__(name.lower(), value)
 
 
 class Part:
@@ -79,14 +97,14 @@ def _split(data: bytes) -> tuple[bytes, bytes]:
 
 def _part(chunk: bytes, index: int) -> Part:
     outer, inner = _split(chunk)
-    outer_headers = HeaderParser().parsestr(outer.decode("latin-1"))
-    content_id = (outer_headers.get("Content-ID") or f"<item{index + 1}>").strip()
+    outer_headers = Headers.parse(outer.decode("latin-1").splitlines())
+    content_id = outer_headers.get("Content-ID") or f"<item{index + 1}>"
     head, body = _split(inner)
     lines = head.decode("latin-1").splitlines()
     request_line = lines[0].split() if lines else []
     if len(request_line) < 2:
         raise errors.invalid(f"Invalid batch part {content_id}: no request line")
-    headers = HeaderParser().parsestr("\n".join(lines[1:]) + "\n\n")
+    headers = Headers.parse(lines[1:])
     length = headers.get("Content-Length")
     if length and length.strip().isdigit():
         body = body[:int(length)]

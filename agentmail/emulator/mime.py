@@ -258,6 +258,15 @@ class RawMessage:
     def names(self) -> list[str]:
         return [f[0].split(b":", 1)[0].strip().decode("latin-1").lower() for f in self.fields]
 
+    def get(self, name: str) -> str | None:
+        """The first ``name`` field's value, unfolded and decoded (None if absent)."""
+        names = self.names()
+        if name.lower() not in names:
+            return None
+        field = self.fields[names.index(name.lower())]
+        text = b"".join(field).split(b":", 1)[1].decode("utf-8", "replace")
+        return header_value(text.strip())
+
     def has(self, name: str) -> bool:
         return name.lower() in self.names()
 

@@ -425,11 +425,10 @@ class Store:
              rewrite_message_id: bool = False) -> dict[str, Any]:
         """messages.send: the SENT copy, plus an INBOX+UNREAD copy for each recipient."""
         msg = mime.RawMessage(raw)
-        parsed = mime.summarize(raw)
-        sender = mime.addresses(parsed["from"])
+        from_header = msg.get("From") or ""
+        sender = mime.addresses(from_header)
         if not sender or sender[0] != email:
-            name = _display_name(parsed["from"])
-            msg.replace("From", f"{name} <{email}>" if name else email)
+            msg.replace("From", _formataddr(_display_name(from_header), email))
         if rewrite_message_id or not msg.has("Message-ID"):
             msg.replace("Message-ID", mime.new_message_id())
         if not msg.has("Date"):
@@ -444,7 +443,8 @@ class Store:
         msg.remove("Bcc")
         msg.fields.insert(0, _auth_results(email, sent_raw, msg.eol))
         delivered_raw = msg.to_bytes()
-        delivered_summary = mime.summarize(delivered_raw)
+        # the delivered copy differs only by Bcc (not searchable there) and Auth-Results
+        delivered_summary = {**summary, "bcc": ""}
         with self._tx() as db:
             self._account(db, email)
             labels = ["SENT"] + (["INBOX", "UNREAD"] if email in recipients else [])
@@ -659,6 +659,12 @@ def _display_name(value: str) -> str:
 
     pairs = email.utils.getaddresses([value])
     return pairs[0][0] if pairs and pairs[0][0] else ""
+
+
+def _formataddr(name: str, address: str) -> str:
+    import email.utils
+
+    return email.utils.formataddr((name, address)) if name else address
 
 
 def _rfc2822_now() -> str:
