@@ -157,6 +157,15 @@ class MailboxContract:
         (message,) = bob.get_raw([ref.id])
         assert len(user_labels(message.label_ids)) == 1
 
+    def test_list_labelled_newest_first(self, bob: Mailbox, deliver: Deliver) -> None:
+        for n in range(4):
+            deliver(compose("carol@example.com", bob.address, f"p{n}"), bob.address)
+        refs = bob.list_unread(limit=10).added  # oldest first
+        bob.modify([refs[0].id, refs[2].id], add=["agent-processing"])
+        assert bob.list_labelled("agent-processing", 10) == [refs[2], refs[0]]
+        assert bob.list_labelled("Agent Processing", 1) == [refs[2]]
+        assert bob.list_labelled("agent-done", 10) == []
+
     def test_send_and_find_sent_by_message_id(self, alice: Mailbox, bob: Mailbox) -> None:
         mid = make_msgid(domain="agents.example.com")
         point = alice.history_point()
