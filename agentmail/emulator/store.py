@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from email import utils as email_utils
 from typing import Any
 
 from agentmail.emulator import errors, mime, query
@@ -655,22 +656,16 @@ def _user_label(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _display_name(value: str) -> str:
-    import email.utils
-
-    pairs = email.utils.getaddresses([value])
+    pairs = email_utils.getaddresses([value])
     return pairs[0][0] if pairs and pairs[0][0] else ""
 
 
 def _formataddr(name: str, address: str) -> str:
-    import email.utils
-
-    return email.utils.formataddr((name, address)) if name else address
+    return email_utils.formataddr((name, address)) if name else address
 
 
 def _rfc2822_now() -> str:
-    import email.utils
-
-    return email.utils.formatdate(usegmt=True)
+    return email_utils.formatdate(usegmt=True)
 
 
 def _auth_results(sender: str, raw: bytes, eol: bytes) -> list[bytes]:
