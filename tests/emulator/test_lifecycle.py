@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 from typer.testing import CliRunner
 
-from agentmail.cli.emulator import serve
 from agentmail.emulator import Emulator
 from agentmail.emulator.client import batch_uri, new_batch
 from agentmail.emulator.testing import raw_message
@@ -48,6 +47,9 @@ def test_outer_batch_is_one_http_request(new_account, emulator):
 
 
 def _app() -> typer.Typer:
+    # imported here: agentmail.cli loads every command, the emulator's tests need none
+    from agentmail.cli.emulator import serve
+
     app = typer.Typer()
     app.command()(serve)
     return app
