@@ -43,7 +43,7 @@ from googleapiclient import errors as gerrors
 from googleapiclient import http as ghttp
 
 from agentmail import errors
-from agentmail.mailbox import base
+from agentmail.mailbox import base, quota
 
 log = logging.getLogger(__name__)
 
@@ -247,10 +247,13 @@ class GmailMailbox(base.Mailbox):
     """
 
     def __init__(self, address: str, credentials: Any, *, api_endpoint: str | None = None,
-                 http_timeout: float = 30, retry: base.RetryPolicy | None = None) -> None:
+                 http_timeout: float = 30, retry: base.RetryPolicy | None = None,
+                 budget: quota.QuotaBudget | None = None) -> None:
         self.address = address
         self._credentials = credentials
         self._retry = retry or base.RetryPolicy()
+        # Unpaced unless given: share one budget between every Mailbox of the same user.
+        self._budget = budget or quota.QuotaBudget(0)
         self._batch_uri = (api_endpoint or GMAIL_ENDPOINT).rstrip("/") + BATCH_PATH
         # One keep-alive connection pool for every call but sends; sends get a
         # single-shot one (see _SingleShotHttp).
@@ -269,6 +272,8 @@ class GmailMailbox(base.Mailbox):
             self._send_http.close()
             raise
         self._users = self._service.users()
+        # Each users().messages() call builds a new Resource from discovery: build it once.
+        self._messages = self._users.messages()
         self._labels: dict[str, str] | None = None  # folded name -> label id
         self._closed = False
 
@@ -309,7 +314,7 @@ class GmailMailbox(base.Mailbox):
         while len(refs) < limit:
             page_size = min(PAGE_SIZE, limit - len(refs))
             data = self._call("messages.list", lambda t=token, n=page_size: (
-                self._users.messages().list(userId="me", labelIds=label_ids,
+                self._messages.list(userId="me", labelIds=label_ids,
                                             maxResults=n, pageToken=t)))
             for item in data.get("messages", ()):
                 refs.setdefault(item["id"], base.MessageRef(item["id"], item["threadId"]))
@@ -321,7 +326,7 @@ class GmailMailbox(base.Mailbox):
     def get_raw(self, ids: Sequence[str]) -> list[base.RawMessage]:
         unique = list(dict.fromkeys(ids))
         found = self._batch("messages.get", {
-            mid: (lambda mid=mid: self._users.messages().get(userId="me", id=mid, format="raw"))
+            mid: (lambda mid=mid: self._messages.get(userId="me", id=mid, format="raw"))
             for mid in unique}, missing_ok=True)
         return [_raw_message(found[mid]) for mid in unique if mid in found]
 
@@ -343,18 +348,18 @@ class GmailMailbox(base.Mailbox):
         if len(unique) >= BATCH_MODIFY_FROM:
             for chunk in _chunks(unique, BATCH_MODIFY_LIMIT):
                 self._call("messages.batchModify", lambda chunk=chunk: (
-                    self._users.messages().batchModify(
+                    self._messages.batchModify(
                         userId="me", body={"ids": list(chunk), **body})))
         elif len(unique) == 1:
             try:
-                self._call("messages.modify", lambda: self._users.messages().modify(
+                self._call("messages.modify", lambda: self._messages.modify(
                     userId="me", id=unique[0], body=body))
             except errors.MailboxRejected as exc:
                 if exc.status != 404:  # a message deleted meanwhile has nothing to label
                     raise
         else:
             self._batch("messages.modify", {
-                mid: (lambda mid=mid: self._users.messages().modify(
+                mid: (lambda mid=mid: self._messages.modify(
                     userId="me", id=mid, body=body))
                 for mid in unique}, missing_ok=True)
 
@@ -365,9 +370,10 @@ class GmailMailbox(base.Mailbox):
         # A fresh connection: a pooled one the server has closed would fail this
         # single-shot send for nothing (and cost a find_sent).
         _drop_connections(self._send_http.http)
-        request = self._users.messages().send(userId="me", body=body)
+        request = self._messages.send(userId="me", body=body)
         try:
-            data = request.execute(http=self._send_http, num_retries=0)
+            with self._budget.call("messages.send"):
+                data = request.execute(http=self._send_http, num_retries=0)
         except Exception as exc:
             raise self._translate(exc, "messages.send") from exc
         return base.MessageRef(str(data["id"]), str(data["threadId"]))
@@ -375,7 +381,7 @@ class GmailMailbox(base.Mailbox):
     def find_sent(self, message_id: str, outbox_id: str,
                   since_history_id: str | None) -> base.MessageRef | None:
         bare = message_id.strip().strip("<>")
-        data = self._call("messages.list", lambda: self._users.messages().list(
+        data = self._call("messages.list", lambda: self._messages.list(
             userId="me", q=f"rfc822msgid:{bare} in:sent", maxResults=10))
         for item in data.get("messages", ()):
             return base.MessageRef(item["id"], item["threadId"])
@@ -407,7 +413,8 @@ class GmailMailbox(base.Mailbox):
         attempt = 0
         while True:
             try:
-                return make().execute(num_retries=0)
+                with self._budget.call(what):
+                    return make().execute(num_retries=0)
             except Exception as exc:
                 mapped = self._translate(exc, what)
                 if mapped is exc:
@@ -480,7 +487,8 @@ class GmailMailbox(base.Mailbox):
             batch.add(requests[key](), request_id=str(index))
         try:
             self._refresh_if_needed()
-            batch.execute(http=self._http)
+            with self._budget.call(what, len(keys)):
+                batch.execute(http=self._http)
         except Exception as exc:
             mapped = self._translate(exc, f"{what} (batch)")
             if mapped is exc:
@@ -529,7 +537,7 @@ class GmailMailbox(base.Mailbox):
         ids: dict[str, None] = {}
         token: str | None = None
         while len(ids) < RECENT_SENT_LIMIT:
-            data = self._call("messages.list", lambda t=token: self._users.messages().list(
+            data = self._call("messages.list", lambda t=token: self._messages.list(
                 userId="me", q=RECENT_SENT_QUERY, maxResults=PAGE_SIZE, pageToken=t))
             for item in data.get("messages", ()):
                 ids.setdefault(item["id"])
@@ -544,7 +552,7 @@ class GmailMailbox(base.Mailbox):
             return None
         headers = [base.OUTBOX_ID_HEADER, "Message-ID"]
         found = self._batch("messages.get", {
-            mid: (lambda mid=mid: self._users.messages().get(
+            mid: (lambda mid=mid: self._messages.get(
                 userId="me", id=mid, format="metadata", metadataHeaders=headers))
             for mid in candidates}, missing_ok=True)
         for mid in candidates:
