@@ -158,6 +158,14 @@ class Compiled:
         self.required_labels = _required_labels(tree, ctx)  # every match carries these
         self.spam_trash = _mentions_spam_trash(tree)  # asks for SPAM/TRASH explicitly
         self.needs_text = _needs_text(tree)  # reads the search_text column
+        self.message_id = _required_message_id(tree)  # a top-level rfc822msgid: term
+
+
+def _required_message_id(tree: tuple) -> str | None:
+    for node in tree[1]:
+        if node[0] == "op" and node[1] == "rfc822msgid":
+            return node[2].strip().strip("<>").lower()
+    return None
 
 
 def _needs_text(node: tuple) -> bool:

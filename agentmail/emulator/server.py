@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import logging
 import socket
 import struct
 import threading
@@ -24,6 +25,7 @@ from agentmail.emulator.api import Api, Drop, Response, error_response
 from agentmail.emulator.store import Store
 
 STOP_GRACE_SECONDS = 2.0
+log = logging.getLogger(__name__)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -45,29 +47,46 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
     def _serve(self) -> None:
+        try:
+            self._serve_one()
+        except OSError:  # the client went away mid-request
+            self.close_connection = True
+        except Exception:
+            log.exception("emulator: failed to serve %s %s", self.command, self.path)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._write(error_response(errors.internal()))
+
+    def _serve_one(self) -> None:
         api = self.server.api
         verb = self.command
         override = self.headers.get("X-HTTP-Method-Override")
         if override and verb == "POST":
             verb = override.strip().upper()
         path, _, query = self.path.partition("?")
+        limit = api.body_limit(verb, path)
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            length = -1 if chunked else int(self.headers.get("Content-Length") or 0)
         except ValueError:
-            length = -1
-        if length < 0:
+            length = -2
+        if length < -1:
             self.close_connection = True
             self._write(error_response(errors.invalid("Invalid Content-Length")))
             return
-        if length > api.body_limit(verb, path):
+        if length > limit:
             # Not read: the connection cannot be reused.
             self.close_connection = True
             self._write(error_response(errors.ApiError(
                 413, "Request payload size exceeds the limit.", "uploadTooLarge")))
             return
-        body = self.rfile.read(length) if length else b""
-        if len(body) < length:
+        body = self._read_chunked(limit) if chunked else (
+            self.rfile.read(length) if length else b"")
+        if body is None or (not chunked and len(body) < length):
             self.close_connection = True
+            if body is None:
+                self._write(error_response(errors.ApiError(
+                    413, "Request payload size exceeds the limit.", "uploadTooLarge")))
             return
         content_type = (self.headers.get("Content-Type") or "").lower()
         if override and content_type.startswith("application/x-www-form-urlencoded"):
@@ -79,6 +98,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._drop()
             return
         self._write(response)
+
+    def _read_chunked(self, limit: int) -> bytes | None:
+        """A chunked request body; None once it grows past ``limit``."""
+        body = bytearray()
+        while True:
+            size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers
+                    pass
+                return bytes(body)
+            if len(body) + size > limit:
+                return None
+            body += self.rfile.read(size)
+            self.rfile.readline(16)
 
     def _write(self, response: Response) -> None:
         lines = [f"HTTP/1.1 {response.status} {response.reason}"]
@@ -120,6 +153,10 @@ class _Server(http.server.ThreadingHTTPServer):
         with self._open_lock:
             self._open.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that vanished is not news; anything else is logged, not printed.
+        log.debug("emulator: connection error from %s", client_address, exc_info=True)
 
     def close_connections(self) -> None:
         """Wake every connection thread so it closes its socket, then wait a little."""

@@ -500,7 +500,10 @@ class Store:
         required = set(label_ids) | compiled.required_labels
         cols = _ROW_COLUMNS + (", search_text" if compiled.needs_text else "")
         with self._lock:
-            if required:
+            if compiled.message_id is not None:
+                rows = self._rows(f"SELECT {cols} FROM messages WHERE account = ? AND "
+                                  "rfc822_id = ?", (email, compiled.message_id))
+            elif required:
                 # the rarest label is the narrowest index range
                 counts = {lbl: self._db.execute(
                     "SELECT COUNT(*) FROM message_labels WHERE account = ? AND label_id = ?",

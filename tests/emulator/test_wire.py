@@ -150,3 +150,19 @@ def test_method_override_header(client):
         {"X-HTTP-Method-Override": "GET",
          "Content-Type": "application/x-www-form-urlencoded"})
     assert status == 200 and len(body["messages"]) == 1
+
+
+def test_chunked_request_body(emulator):
+    parsed = urllib.parse.urlsplit(emulator.url)
+    body = json.dumps({"name": "chunky"}).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 5]), body[i:i + 5])
+                      for i in range(0, len(body), 5)) + b"0\r\n\r\n"
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as sock:
+        sock.sendall(b"POST /gmail/v1/users/me/labels HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer chunked@example.com\r\n"
+                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunks)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert b'"name": "chunky"' in answer
