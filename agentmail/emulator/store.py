@@ -35,12 +35,14 @@ NOT_ADDABLE = frozenset({"SENT", "DRAFT", "CHAT"})
 HIDDEN_BY_DEFAULT = frozenset({"SPAM", "TRASH"})
 HISTORY_TYPES = ("messageAdded", "messageDeleted", "labelAdded", "labelRemoved")
 PAYLOAD_CACHE_SIZE = 512
+PIVOT_COUNT_CAP = 2000  # enough to tell a rare label from a common one
 FIRST_HISTORY_ID = 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
     email TEXT PRIMARY KEY, history_id INTEGER NOT NULL, history_floor INTEGER NOT NULL,
-    next_label INTEGER NOT NULL);
+    next_label INTEGER NOT NULL, messages_total INTEGER NOT NULL DEFAULT 0,
+    threads_total INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS labels (
     account TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, folded TEXT NOT NULL,
     message_list_visibility TEXT, label_list_visibility TEXT, color TEXT,
@@ -137,7 +139,8 @@ class Store:
         row = db.execute("SELECT history_id, history_floor FROM accounts WHERE email = ?",
                          (email,)).fetchone()
         if row is None:
-            db.execute("INSERT INTO accounts VALUES (?, ?, ?, 1)",
+            db.execute("INSERT INTO accounts (email, history_id, history_floor, next_label) "
+                       "VALUES (?, ?, ?, 1)",
                        (email, FIRST_HISTORY_ID, FIRST_HISTORY_ID - 1))
             return FIRST_HISTORY_ID, FIRST_HISTORY_ID - 1
         return row
@@ -153,8 +156,9 @@ class Store:
     def profile(self, email: str) -> dict[str, Any]:
         with self._tx() as db:
             history_id, _ = self._account(db, email)
+            # kept up to date by _store and delete: no scan of the mailbox
             total, threads = db.execute(
-                "SELECT COUNT(*), COUNT(DISTINCT thread_id) FROM messages WHERE account = ?",
+                "SELECT messages_total, threads_total FROM accounts WHERE email = ?",
                 (email,)).fetchone()
         return {"emailAddress": email, "messagesTotal": total, "threadsTotal": threads,
                 "historyId": str(history_id)}
@@ -357,6 +361,9 @@ class Store:
              summary["subject_key"], summary["rfc822_id"], int(summary["has_attachment"]),
              summary["filenames"], summary["search_text"], raw))
         seq = cur.lastrowid
+        db.execute("UPDATE accounts SET messages_total = messages_total + 1, "
+                   "threads_total = threads_total + ? WHERE email = ?",
+                   (int(thread_id == message_id), email))
         db.executemany("INSERT INTO message_labels VALUES (?, ?, ?)",
                        [(email, lbl, seq) for lbl in labels])
         history_id = self._record(db, email, "messageAdded", message_id, thread_id, labels)
@@ -506,8 +513,9 @@ class Store:
             elif required:
                 # the rarest label is the narrowest index range
                 counts = {lbl: self._db.execute(
-                    "SELECT COUNT(*) FROM message_labels WHERE account = ? AND label_id = ?",
-                    (email, lbl)).fetchone()[0] for lbl in required}
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM message_labels WHERE account = ? "
+                    "AND label_id = ? LIMIT ?)", (email, lbl, PIVOT_COUNT_CAP)).fetchone()[0]
+                    for lbl in required} if len(required) > 1 else dict.fromkeys(required, 0)
                 pivot = min(counts, key=counts.__getitem__)
                 rows = self._rows(
                     f"SELECT {cols} FROM messages WHERE seq IN (SELECT seq FROM message_labels "
@@ -622,6 +630,11 @@ class Store:
                            "label_id IN (" + ",".join("?" * len(labels.split())) + ")",
                            (email, seq, *labels.split()))
                 self._record(db, email, "messageDeleted", message_id, tid, labels.split())
+                thread_left = db.execute("SELECT 1 FROM messages WHERE account = ? AND "
+                                         "thread_id = ? LIMIT 1", (email, tid)).fetchone()
+                db.execute("UPDATE accounts SET messages_total = messages_total - 1, "
+                           "threads_total = threads_total - ? WHERE email = ?",
+                           (int(thread_left is None), email))
                 self._payloads.pop(message_id, None)
 
 

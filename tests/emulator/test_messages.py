@@ -208,5 +208,7 @@ def test_threads_modify_trash_delete(pair):
     assert alice.list() == []
     threads.untrash(userId="me", id=first["threadId"]).execute()
     assert len(alice.list()) == 2
+    assert (alice.profile()["messagesTotal"], alice.profile()["threadsTotal"]) == (2, 1)
     assert threads.delete(userId="me", id=first["threadId"]).execute() == ""
+    assert (alice.profile()["messagesTotal"], alice.profile()["threadsTotal"]) == (0, 0)
     assert status_of(threads.get(userId="me", id=first["threadId"]))[0] == 404
