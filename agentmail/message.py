@@ -632,8 +632,12 @@ def outbox_id_of(message_id: str) -> str:
 def compose_reply(parent: Message, *, from_addr: str, payload: Any, index: int,
                   extra_headers: Mapping[str, str] | None = None,
                   max_recipients: int = MAX_RECIPIENTS, date: datetime | None = None,
-                  limits: ParseLimits = ParseLimits()) -> Outgoing:
-    """A reply to `parent` carrying `payload`, threaded by RFC Message-IDs and the threadId."""
+                  limits: ParseLimits = ParseLimits(), salt: str = "") -> Outgoing:
+    """A reply to `parent` carrying `payload`, threaded by RFC Message-IDs and the threadId.
+
+    `salt` keeps replies of a different origin (agentmail's own error replies) from sharing
+    Message-IDs with the handler's replies to the same message.
+    """
     recipients = list(parent.reply_to) or ([parent.sender] if parent.sender else [])
     if not recipients:
         raise errors.OutgoingRejected(
@@ -643,7 +647,7 @@ def compose_reply(parent: Message, *, from_addr: str, payload: Any, index: int,
     if parent.message_id:
         references.append(parent.message_id)
     references = [r for r in references if _MSG_ID.fullmatch(r)][-limits.max_references:]
-    message_id = make_message_id(parent.message_id or parent.key, from_addr, index)
+    message_id = make_message_id(parent.message_id or parent.key, from_addr, index, salt=salt)
     return _compose(from_addr=from_addr, to=recipients, cc=(), subject=subject, payload=payload,
                     message_id=message_id, in_reply_to=parent.message_id,
                     references=tuple(references), thread_id=parent.thread_id,

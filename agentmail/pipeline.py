@@ -13,10 +13,11 @@ import base64
 import json
 import logging
 import random
+import re
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +33,15 @@ from agentmail.mailbox.delivery import send_exactly_once
 log = logging.getLogger(__name__)
 
 TRACEBACK_LINES = 12  # of a failing handler, kept in the journal
+DIAGNOSTIC_CHARS = 500  # of a bounce's diagnostic, kept in its delivery_failed event
+ERROR_REPLY_SALT = "error_reply"  # keeps error replies' Message-IDs apart from the handler's
+ERROR_TEXTS = {
+    "invalid_json": "the message body is not valid JSON",
+    "json_too_deep": "the JSON payload is nested too deeply",
+    "too_large": "the message or its JSON payload is too large",
+}
+_DSN_FIELD = re.compile(rb"^(Diagnostic-Code|Status|Action|Final-Recipient):[ \t]*(.*(?:\r?\n[ \t].*)*)",
+                        re.IGNORECASE | re.MULTILINE)
 SYSTEM_UNREAD = "UNREAD"
 
 StepListener = Callable[[str, dict[str, Any]], None]
@@ -80,13 +90,38 @@ def _json_safe(value: Any) -> Any:
         return repr(value)
 
 
+def parse_limits(settings: Settings) -> msg.ParseLimits:
+    """The bounds on parsing received mail, from the `max_*` settings."""
+    for name in ("max_message_bytes", "max_json_bytes", "max_json_depth", "max_references",
+                 "max_header_line", "max_mime_parts", "max_mime_depth", "max_recipients"):
+        if getattr(settings, name) < 1:
+            raise errors.ConfigError(f"{name} must be at least 1, got {getattr(settings, name)}")
+    return msg.ParseLimits(
+        max_json_bytes=settings.max_json_bytes, max_json_depth=settings.max_json_depth,
+        max_references=settings.max_references, max_header_line=settings.max_header_line,
+        max_parts=settings.max_mime_parts, max_mime_depth=settings.max_mime_depth)
+
+
 def trust_policy(settings: Settings) -> policy.TrustPolicy:
     return policy.TrustPolicy(
         allow_from=settings.allow_from, deny_from=settings.deny_from,
         authserv_id=settings.authserv_id, require_auth=settings.require_auth,
         reject_non_json=settings.reject_non_json,
         max_replies_per_conversation=settings.max_replies_per_conversation,
+        max_size=settings.max_message_bytes, limits=parse_limits(settings),
+        error_replies=settings.error_replies, allow_to=settings.allow_to,
+        answer_agent_requests=settings.answer_agent_requests,
     )
+
+
+def bounce_diagnostic(raw: bytes) -> dict[str, str]:
+    """Status, Action, Final-Recipient and Diagnostic-Code of a DSN, as far as present."""
+    found: dict[str, str] = {}
+    for name, value in _DSN_FIELD.findall(raw[:1_000_000]):
+        key = name.decode("ascii").lower().replace("-", "_")
+        text = " ".join(value.decode("utf-8", "replace").split())[:DIAGNOSTIC_CHARS]
+        found.setdefault(key, text)
+    return found
 
 
 class Pipeline:
@@ -103,6 +138,7 @@ class Pipeline:
         self.run_id = run_id
         self.address = mailbox.address
         self.policy = trust_policy(settings)
+        self.limits = self.policy.limits
         self.on_step = on_step or (lambda kind, info: None)
         self.checkpoint = checkpoint or (lambda name: None)
         self.sleep = sleep
@@ -155,19 +191,20 @@ class Pipeline:
         raws = self.mailbox.get_raw(ids)
         events: list[ev.Event] = []
         rejected: list[str] = []
+        answered: list[str] = []
         for raw in raws:
             message = msg.parse(raw.raw, account=self.address, provider_id=raw.id,
-                                thread_id=raw.thread_id)
+                                thread_id=raw.thread_id, limits=self.limits)
             key = message.key
             events.append(ev.Event(ev.FETCHED, self.address, message_key=key, run_id=self.run_id,
                                    data=self._fetched_data(message, raw)))
             verdict = policy.evaluate(message, self.policy)
             self.on_step("fetched", {"message": message})
             if not verdict.accepted:
-                events.append(ev.Event(ev.REJECTED, self.address, message_key=key,
-                                       run_id=self.run_id,
-                                       data={"reason": verdict.reason,
-                                             "details": _json_safe(verdict.details)}))
+                rejection = self._rejection(message, verdict, raw.raw)
+                events.extend(rejection)
+                if rejection[0].data.get("outgoing"):
+                    answered.append(key)
                 rejected.append(raw.id)
                 report.rejected += 1
                 self.on_step("rejected", {"message": message, "reason": verdict.reason})
@@ -176,6 +213,68 @@ class Pipeline:
         report.fetched += len(raws)
         if rejected:
             self._label(rejected, add=[self.settings.label_rejected], report=report)
+        for key in answered:
+            self.send_outbox(key, report)
+
+    def _rejection(self, message: msg.Message, verdict: policy.Verdict,
+                   raw: bytes) -> list[ev.Event]:
+        """`rejected` (with an error reply when one is due), plus `delivery_failed` for a
+        bounce of a message this mailbox sent."""
+        data: dict[str, Any] = {"reason": verdict.reason, "details": _json_safe(verdict.details)}
+        extra: list[ev.Event] = []
+        target = verdict.details.get("bounce_target") if verdict.reason == "bounce" else None
+        source = self.journal.sent_message_source(self.address, target) if target else None
+        if source is not None:
+            extra.append(ev.Event(ev.DELIVERY_FAILED, self.address, message_key=source,
+                                  run_id=self.run_id, data={
+                                      "bounce_key": message.key, "message_id": target,
+                                      "bounce_sender": message.sender,
+                                      "diagnostic": bounce_diagnostic(raw)}))
+        elif verdict.may_reply:
+            reply = self._error_reply(message, verdict)
+            if reply is not None:
+                account = self.journal.account(self.address)
+                data["history_point"] = account.history_id if account else None
+                data["outgoing"] = [self._outgoing_data(reply)]
+        return [ev.Event(ev.REJECTED, self.address, message_key=message.key, run_id=self.run_id,
+                         data=data), *extra]
+
+    def _error_reply(self, message: msg.Message, verdict: policy.Verdict) -> msg.Outgoing | None:
+        """A structured error reply to an authenticated, allowed sender, if policy allows one.
+
+        It goes to the authenticated From address only, never to a Reply-To, which nothing
+        vouches for; the per-conversation cap applies as to any reply.
+        """
+        conversation = self.journal.conversation_of_ids(
+            [message.message_id or "", message.in_reply_to or "", *message.references])
+        replies = (self.journal.replies_in_conversation(self.address, conversation)
+                   if conversation else 0)
+        if not policy.evaluate(message, self.policy, replies_in_conversation=replies).may_reply:
+            return None
+        reason = verdict.reason or "rejected"
+        payload = {"error": reason, "message": ERROR_TEXTS.get(reason, "the message was rejected"),
+                   "in_reply_to": message.message_id}
+        if "limit" in verdict.details:
+            payload["limit"] = verdict.details["limit"]
+        try:
+            reply = msg.compose_reply(replace(message, reply_to=()), from_addr=self.address,
+                                      payload=payload, index=0, salt=ERROR_REPLY_SALT,
+                                      limits=self.limits)
+            self._check_outgoing([reply])
+        except errors.OutgoingRejected as exc:
+            log.warning("%s: no error reply to %s: %s", self.address, message.key, exc)
+            return None
+        return reply
+
+    def _check_outgoing(self, outgoing: Sequence[msg.Outgoing]) -> None:
+        """Refuse outgoing mail over `max_recipients` or outside `allow_to` (OutgoingRejected)."""
+        for o in outgoing:
+            count = len(o.to) + len(o.cc)
+            if count > self.settings.max_recipients:
+                raise errors.OutgoingRejected(
+                    f"message {o.message_id} has {count} recipients, more than max_recipients "
+                    f"({self.settings.max_recipients}); nothing was sent")
+            policy.check_recipients(o, self.policy)
 
     @staticmethod
     def _fetched_data(message: msg.Message, raw: mb.RawMessage) -> dict[str, Any]:
@@ -217,7 +316,7 @@ class Pipeline:
         fetched = next(e for e in self.journal.events_of_message(key) if e.kind == ev.FETCHED)
         d = fetched.data
         return msg.parse(_unb64(d["raw"]), account=self.address, provider_id=d["provider_id"],
-                         thread_id=d.get("thread_id"))
+                         thread_id=d.get("thread_id"), limits=self.limits)
 
     def _handle(self, row: Any, report: CycleReport) -> bool:
         """Run the handler; journal `processed` then send. True when ready to ack."""
@@ -229,6 +328,11 @@ class Pipeline:
             self._fail(row, message, exc, report)
             return False
         outgoing = list(outbox.items)
+        try:
+            self._check_outgoing(outgoing)
+        except errors.OutgoingRejected as exc:  # like one raised by compose in the handler
+            self._fail(row, message, exc, report)
+            return False
         blockers = self._reply_blockers(row.key, message, outbox.allow_auto_reply)
         suppressed = [o for o in outgoing if o.in_reply_to == message.message_id] if blockers else []
         outgoing = [o for o in outgoing if o not in suppressed]
@@ -318,15 +422,27 @@ class Pipeline:
         return True
 
     def _outgoing_by_id(self, key: str) -> dict[str, dict[str, Any]]:
-        for e in reversed(self.journal.events_of_message(key)):
-            if e.kind == ev.PROCESSED:
-                return {o["outbox_id"]: o for o in e.data.get("outgoing", [])}
-        return {}
+        """Every message journaled as outgoing for `key` (by `processed`, or by `rejected`
+        for an error reply), the latest journaling of an outbox id winning."""
+        found: dict[str, dict[str, Any]] = {}
+        for e in self.journal.events_of_message(key):
+            if e.kind in (ev.PROCESSED, ev.REJECTED):
+                found.update({o["outbox_id"]: o for o in e.data.get("outgoing", [])})
+        return found
 
     def _send_refused(self, key: str, item: Any, exc: errors.MailboxRejected,
                       report: CycleReport) -> None:
         """The provider will never accept this message: dead-letter its source for a person."""
         row = self.journal.message(key)
+        if row.state == "rejected":  # an error reply: give it up, the rejection stands
+            self.journal.append(ev.Event(ev.FAILED, self.address, message_key=key,
+                                         run_id=self.run_id, data={
+                                             "stage": "error_reply",
+                                             "error_class": type(exc).__name__,
+                                             "error": str(exc), "retryable": False,
+                                             "outbox_id": item.outbox_id}))
+            report.errors.append(f"error reply {item.rfc_message_id} refused: {exc}")
+            return
         self.journal.append(ev.Event(ev.FAILED, self.address, message_key=key, run_id=self.run_id,
                                      attempt=row.attempts, data={
                                          "stage": "send", "error_class": type(exc).__name__,
@@ -356,7 +472,9 @@ class Pipeline:
     def _fail(self, row: Any, message: msg.Message, exc: BaseException,
               report: CycleReport) -> None:
         attempt = row.attempts + 1
-        retry = attempt < self.settings.max_attempts
+        # Unsafe outgoing mail (header injection, recipients) fails the same way every time.
+        refused = isinstance(exc, errors.OutgoingRejected)
+        retry = attempt < self.settings.max_attempts and not refused
         tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
         self.journal.append(ev.Event(ev.FAILED, self.address, message_key=row.key,
                                      run_id=self.run_id, attempt=attempt, data={
@@ -380,7 +498,8 @@ class Pipeline:
                         report=report)
             self.journal.append(ev.Event(ev.DEAD_LETTERED, self.address, message_key=row.key,
                                          run_id=self.run_id, attempt=attempt,
-                                         data={"reason": "max_attempts"}))
+                                         data={"reason": "outgoing_rejected" if refused
+                                               else "max_attempts"}))
             report.dead_lettered += 1
             self.on_step("dead_lettered", {"message": message, "error": exc})
 
@@ -400,7 +519,12 @@ class Pipeline:
     # --- in-flight work of this run --------------------------------------------------------
 
     def finish_in_flight(self, report: CycleReport) -> None:
-        """Complete messages this run processed but could not send or ack in an earlier cycle."""
+        """Complete messages this run processed but could not send or ack in an earlier cycle,
+        and error replies to rejected mail that could not be sent yet (by any run)."""
+        for key in self.journal.rejected_with_queued_outbox(self.address):
+            point = next((e.data.get("history_point") for e in self.journal.events_of_message(key)
+                          if e.kind == ev.REJECTED and e.data.get("outgoing")), None)
+            self.send_outbox(key, report, since_history_id=point)
         rows = [r for r in self.journal.in_flight(self.address) if r.lease_run_id == self.run_id]
         done = [r for r in rows if r.state == "processed" and self.send_outbox(r.key, report)]
         self.ack(done, report)

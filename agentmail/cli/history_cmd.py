@@ -51,6 +51,9 @@ def describe(event: ev.Event) -> str:
                           f"{' (found already sent)' if d.get('recovered') else ''}"),
         ev.DEAD_LETTERED: lambda: f"reason={d.get('reason')}",
         ev.LOOP_GUARDED: lambda: f"reason={d.get('reason')}",
+        ev.DELIVERY_FAILED: lambda: (
+            f"{d.get('message_id')} bounced ({d.get('bounce_key')}): "
+            f"{(d.get('diagnostic') or {}).get('diagnostic_code') or (d.get('diagnostic') or {}).get('status') or '?'}"),
     }.get(event.kind)
     return detail() if detail else ""
 

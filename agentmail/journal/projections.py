@@ -188,6 +188,11 @@ def _claimed(conn: Connection, e: ev.Event) -> None:
 
 def _processed(conn: Connection, e: ev.Event) -> None:
     _set_state(conn, e, state=PROCESSED)
+    _queue_outgoing(conn, e)
+
+
+def _queue_outgoing(conn: Connection, e: ev.Event) -> None:
+    """Put the messages an event journals as outgoing into the outbox, state queued."""
     cid = conn.execute(select(t.messages.c.conversation_id)
                        .where(t.messages.c.key == e.message_key)).scalar()
     for position, out in enumerate(e.data.get("outgoing", [])):
@@ -214,6 +219,12 @@ def _sent(conn: Connection, e: ev.Event) -> None:
 
 
 def _failed(conn: Connection, e: ev.Event) -> None:
+    if e.data.get("stage") == "error_reply":
+        # A refused error reply is given up, not retried; the rejection and its reason stand.
+        _set_state(conn, e)
+        conn.execute(update(t.outbox).where(t.outbox.c.outbox_id == e.data.get("outbox_id"))
+                     .values(state="refused"))
+        return
     _set_state(conn, e, last_error=f"{e.data.get('error_class')}: {e.data.get('error')}")
 
 
@@ -233,6 +244,7 @@ def _dead_lettered(conn: Connection, e: ev.Event) -> None:
 def _rejected(conn: Connection, e: ev.Event) -> None:
     _set_state(conn, e, state=REJECTED, last_error=e.data.get("reason"), lease_run_id=None,
                lease_expires_at=None)
+    _queue_outgoing(conn, e)  # an optional structured error reply (`error_replies`)
 
 
 def _replay_requested(conn: Connection, e: ev.Event) -> None:

@@ -330,6 +330,39 @@ class Journal:
             m.c.account == account, m.c.conversation_id == conversation_id,
             m.c.direction == "out"))[0][0]
 
+    def conversation_of_ids(self, rfc_message_ids: Sequence[str]) -> str | None:
+        """The conversation any of these RFC Message-IDs already belongs to, if one does."""
+        ids = [i for i in rfc_message_ids if i]
+        if not ids:
+            return None
+        r = t.message_refs
+        found = self._all_scalars(select(r.c.conversation_id).where(r.c.rfc_message_id.in_(ids))
+                                  .limit(1))
+        return found[0] if found else None
+
+    def sent_message_source(self, account: str, rfc_message_id: str) -> str | None:
+        """The key a message this account sent is filed under, found by its RFC Message-ID.
+
+        A handler's reply or request is filed under the message whose handling produced it
+        (its outbox row says which); a request from `agentmail send` under its own key.
+        """
+        o, m = t.outbox, t.messages
+        rows = self._all_scalars(select(o.c.source_key).where(
+            o.c.account == account, o.c.rfc_message_id == rfc_message_id).limit(1))
+        if rows:
+            return rows[0]
+        rows = self._all_scalars(select(m.c.key).where(
+            m.c.account == account, m.c.direction == "out",
+            m.c.rfc_message_id == rfc_message_id).order_by(m.c.first_seq).limit(1))
+        return rows[0] if rows else None
+
+    def rejected_with_queued_outbox(self, account: str) -> list[str]:
+        """Keys of rejected messages whose error reply is journaled but not yet sent."""
+        o, m = t.outbox, t.messages
+        return self._all_scalars(
+            select(o.c.source_key).distinct().join(m, m.c.key == o.c.source_key).where(
+                o.c.account == account, o.c.state == "queued", m.c.state == proj.REJECTED))
+
     def event_count(self) -> int:
         return self._all(select(func.count()).select_from(t.events))[0][0]
 
