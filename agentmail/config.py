@@ -66,6 +66,10 @@ class Settings:
     max_mime_parts: int = 100
     max_mime_depth: int = 20
     max_recipients: int = 100  # To + Cc of one outgoing message (Gmail's cap is 100)
+    # Testing hook, never for production: "after_processed:3" makes a run SIGKILL itself the
+    # 3rd time it reaches that step boundary (the checkpoint names of agentmail.pipeline), so
+    # tests can crash a real `agentmail run` at an exact point. Env: AGENTMAIL_CRASH_AT.
+    crash_at: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def path(self, value: str) -> Path:

@@ -12,18 +12,19 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import queue
 import random
 import re
-import threading
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Union
 
 from agentmail import errors, policy
 from agentmail import message as msg
-from agentmail.agent import Agent
+from agentmail.agent import Agent, Outbox
 from agentmail.config import Settings
 from agentmail.journal import events as ev
 from agentmail.journal.store import Journal
@@ -45,6 +46,7 @@ _DSN_FIELD = re.compile(rb"^(Diagnostic-Code|Status|Action|Final-Recipient):[ \t
 SYSTEM_UNREAD = "UNREAD"
 
 StepListener = Callable[[str, dict[str, Any]], None]
+Outcome = Union[tuple[Any, "Outbox"], Exception]  # what a handler returned, or raised
 Checkpoint = Callable[[str], None]
 
 
@@ -142,7 +144,9 @@ class Pipeline:
         self.on_step = on_step or (lambda kind, info: None)
         self.checkpoint = checkpoint or (lambda name: None)
         self.sleep = sleep
-        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._parsed: dict[str, msg.Message] = {}  # accepted this cycle, not yet handled
+        self._cursor: str | None = None  # the history id of the last sync
 
     @property
     def labels(self) -> list[str]:
@@ -167,7 +171,7 @@ class Pipeline:
     def sync(self, report: CycleReport) -> None:
         """Bring new mail into the journal: incremental from the cursor, else a full sync."""
         account = self.journal.account(self.address)
-        cursor = account.history_id if account is not None else None
+        cursor = self._cursor = account.history_id if account is not None else None
         try:
             changes = self.mailbox.changes_since(cursor) if cursor else None
         except errors.HistoryExpired:
@@ -182,6 +186,10 @@ class Pipeline:
         chunk = max(1, self.settings.max_messages)
         for start in range(0, len(new), chunk):
             self._fetch(new[start:start + chunk], report)
+            # Handle each chunk before fetching the next: a backlog of any size is worked
+            # through with one chunk of messages in memory.
+            while self.process_batch(report):
+                pass
         if not account or account.history_id != changes.history_id:
             self.journal.append(ev.Event(ev.SYNCED, self.address, run_id=self.run_id,
                                          data={"history_id": changes.history_id,
@@ -200,7 +208,9 @@ class Pipeline:
                                    data=self._fetched_data(message, raw)))
             verdict = policy.evaluate(message, self.policy)
             self.on_step("fetched", {"message": message})
-            if not verdict.accepted:
+            if verdict.accepted:
+                self._parsed[key] = message
+            else:
                 rejection = self._rejection(message, verdict, raw.raw)
                 events.extend(rejection)
                 if rejection[0].data.get("outgoing"):
@@ -295,9 +305,17 @@ class Pipeline:
         rows = self.journal.claimable(self.address, limit=self.settings.max_messages)
         if not rows:
             return False
-        until = self.lease_until()
-        claimed = [r for r in rows
-                   if self.journal.claim(r.key, run_id=self.run_id, lease_until=until)]
+        return self.process_rows(rows, report) and len(rows) == self.settings.max_messages
+
+    def process_rows(self, rows: Sequence[Any], report: CycleReport) -> bool:
+        """Claim these pending messages and take each one claimed through to ack or release.
+
+        `process_batch` gives it the oldest claimable messages, `agentmail replay` the ones
+        it was asked to replay. False when none could be claimed.
+        """
+        taken = {e.message_key for e in self.journal.claim_many(
+            [r.key for r in rows], run_id=self.run_id, lease_until=self.lease_until())}
+        claimed = [r for r in rows if r.key in taken]
         if not claimed:
             return False
         self.checkpoint("after_claim_journaled")
@@ -305,43 +323,91 @@ class Pipeline:
                     report=report)
         self.checkpoint("after_claim")
         done: list[Any] = []
-        for row in claimed:
-            if self._handle(row, report):
+        for row, message, outcome in self._run_handlers(claimed):
+            if self._after_handler(row, message, outcome, report):
                 done.append(row)
         self.ack(done, report)
-        return len(rows) == self.settings.max_messages
+        for row in claimed:
+            self._parsed.pop(row.key, None)
+        return True
+
+    def _run_handlers(self, rows: Sequence[Any]) -> Iterator[tuple[Any, msg.Message, Outcome]]:
+        """Run the handler on each message; yield outcomes as they complete.
+
+        With concurrency N, conversations are handled in parallel, each conversation's
+        messages one after another in arrival order. Only handlers run in worker
+        threads: the journal and mailbox work after each stays on this thread, so the
+        write-ahead order (processed before any send) is the same as with one worker.
+        """
+        prepared = [(row, self.message_of(row.key)) for row in rows]
+        for row, message in prepared:
+            self.on_step("claimed", {"message": message, "attempt": row.attempts + 1})
+        if self.settings.concurrency <= 1 or len(prepared) <= 1:
+            for row, message in prepared:
+                yield row, message, self._invoke(message)
+            return
+        by_conversation: dict[str, list[tuple[Any, msg.Message]]] = {}
+        for row, message in prepared:
+            by_conversation.setdefault(row.conversation_id or row.key, []).append((row, message))
+        finished: queue.Queue[tuple[Any, msg.Message, Outcome]] = queue.Queue()
+
+        def work(items: list[tuple[Any, msg.Message]]) -> None:
+            for row, message in items:
+                finished.put((row, message, self._invoke(message)))
+
+        pool = self._pool()
+        for items in by_conversation.values():
+            pool.submit(work, items)
+        for _ in prepared:
+            yield finished.get()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.settings.concurrency,
+                                                thread_name_prefix="handler")
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _invoke(self, message: msg.Message) -> Outcome:
+        try:
+            return self.agent.handle(message, self.address)
+        except Exception as exc:  # a handler's failure is journaled, never fatal to the run
+            return exc
 
     def message_of(self, key: str) -> msg.Message:
         """The message as fetched, parsed again from the raw bytes the journal keeps."""
+        if key in self._parsed:
+            return self._parsed[key]
         fetched = next(e for e in self.journal.events_of_message(key) if e.kind == ev.FETCHED)
         d = fetched.data
         return msg.parse(_unb64(d["raw"]), account=self.address, provider_id=d["provider_id"],
                          thread_id=d.get("thread_id"), limits=self.limits)
 
-    def _handle(self, row: Any, report: CycleReport) -> bool:
-        """Run the handler; journal `processed` then send. True when ready to ack."""
-        message = self.message_of(row.key)
-        self.on_step("claimed", {"message": message, "attempt": row.attempts + 1})
-        try:
-            result, outbox = self.agent.handle(message, self.address)
-        except Exception as exc:  # a handler's failure is journaled, never fatal to the run
-            self._fail(row, message, exc, report)
+    def _after_handler(self, row: Any, message: msg.Message, outcome: Outcome,
+                       report: CycleReport) -> bool:
+        """Journal the handler's outcome, then send. True when the message is ready to ack."""
+        if isinstance(outcome, BaseException):
+            self._fail(row, message, outcome, report)
             return False
+        result, outbox = outcome
         outgoing = list(outbox.items)
         try:
             self._check_outgoing(outgoing)
         except errors.OutgoingRejected as exc:  # like one raised by compose in the handler
             self._fail(row, message, exc, report)
             return False
-        blockers = self._reply_blockers(row.key, message, outbox.allow_auto_reply)
+        blockers = self._reply_blockers(row.conversation_id, message, outbox.allow_auto_reply)
         suppressed = [o for o in outgoing if o.in_reply_to == message.message_id] if blockers else []
         outgoing = [o for o in outgoing if o not in suppressed]
-        account = self.journal.account(self.address)
         events = [ev.Event(ev.PROCESSED, self.address, message_key=row.key, run_id=self.run_id,
                            attempt=row.attempts + 1, data={
                                "result": _json_safe(result),
                                # Sends happen after this point: recovery scans SENT from here.
-                               "history_point": account.history_id if account else None,
+                               "history_point": self._cursor,
                                "outgoing": [self._outgoing_data(o) for o in outgoing]})]
         if suppressed:
             events.append(ev.Event(ev.LOOP_GUARDED, self.address, message_key=row.key,
@@ -357,14 +423,15 @@ class Pipeline:
         self.checkpoint("after_processed")
         return self.send_outbox(row.key, report)
 
-    def _reply_blockers(self, key: str, message: msg.Message, handler_insists: bool) -> list[str]:
+    def _reply_blockers(self, conversation: str | None, message: msg.Message,
+                        handler_insists: bool) -> list[str]:
         """Why replies to `message` must be dropped (RFC 3834 and the per-conversation cap).
 
         A handler may insist on answering automatic mail, never on passing the cap or on
         answering a sender who failed authentication (no backscatter).
         """
-        conversation = self.journal.message(key).conversation_id
-        replies = self.journal.replies_in_conversation(self.address, conversation)
+        replies = self.journal.replies_in_conversation(self.address, conversation) \
+            if conversation else 0
         verdict = policy.evaluate(message, self.policy, replies_in_conversation=replies)
         if verdict.may_reply:
             return []
@@ -518,6 +585,13 @@ class Pipeline:
 
     # --- in-flight work of this run --------------------------------------------------------
 
+    def history_point_of(self, key: str) -> str | None:
+        """The mailbox history point journaled with `key`'s handler result, before any send."""
+        for e in reversed(self.journal.events_of_message(key)):
+            if e.kind == ev.PROCESSED:
+                return e.data.get("history_point")
+        return None
+
     def finish_in_flight(self, report: CycleReport) -> None:
         """Complete messages this run processed but could not send or ack in an earlier cycle,
         and error replies to rejected mail that could not be sent yet (by any run)."""
@@ -526,5 +600,7 @@ class Pipeline:
                           if e.kind == ev.REJECTED and e.data.get("outgoing")), None)
             self.send_outbox(key, report, since_history_id=point)
         rows = [r for r in self.journal.in_flight(self.address) if r.lease_run_id == self.run_id]
-        done = [r for r in rows if r.state == "processed" and self.send_outbox(r.key, report)]
+        # A send that failed earlier may still have gone out: look before sending again.
+        done = [r for r in rows if r.state == "processed" and self.send_outbox(
+            r.key, report, since_history_id=self.history_point_of(r.key) or "0")]
         self.ack(done, report)

@@ -1,4 +1,7 @@
-"""Startup recovery: finish or undo what a dead run left in flight, journaling every decision.
+"""Recovery: finish or undo what a dead run left in flight, journaling every decision.
+
+Runs at the start of every run, and during a run whenever in-flight work appears whose
+holder is gone (its run stopped, its process died or its lease lapsed).
 
 | last step journaled        | action                                                      |
 |----------------------------|-------------------------------------------------------------|
@@ -7,7 +10,9 @@
 | all sent, not acked        | ack                                                         |
 | processing label in Gmail  | remove it when no live lease holds the message              |
 
-Handlers therefore run at least once and their replies go out exactly once.
+Handlers therefore run at least once and their replies go out exactly once. Each decision
+is a `reconciled` event written before the repair; a message whose repair needs the mailbox
+and cannot get it now stays in flight under this run, which finishes it in a later cycle.
 """
 
 from __future__ import annotations
@@ -21,16 +26,29 @@ from typing import Any
 from agentmail import errors
 from agentmail.journal import events as ev
 from agentmail.journal import projections as proj
+from agentmail.journal.store import as_utc
 from agentmail.pipeline import CycleReport, Pipeline
 
 log = logging.getLogger(__name__)
 
-DRIFT_SCAN_LIMIT = 500  # processing labels looked at per start
+DRIFT_SCAN_LIMIT = 500  # processing labels looked at per reconciliation
+
+# What `describe()` prints for each counted action, in this order.
+ACTIONS = {
+    "crashed_claims_released": "crashed claim(s) released for retry",
+    "crashed_claims_dead_lettered": "crashed claim(s) dead-lettered",
+    "replies_found_sent": "reply(ies) found already sent",
+    "replies_sent": "reply(ies) sent",
+    "acked": "message(s) acked",
+    "dead_lettered": "message(s) dead-lettered (send refused)",
+    "postponed": "repair(s) postponed (mailbox unavailable)",
+    "labels_removed": "stray processing label(s) removed",
+}
 
 
 @dataclass
 class ReconcileReport:
-    """What recovery found and did, by action."""
+    """What recovery found and did, by action (the keys of `ACTIONS`)."""
 
     actions: Counter[str] = field(default_factory=Counter)
 
@@ -41,8 +59,13 @@ class ReconcileReport:
     def describe(self) -> str:
         if not self.total:
             return "nothing to repair"
-        return ", ".join(f"{n} {action.replace('_', ' ')}" for action, n in
-                         sorted(self.actions.items()))
+        known = [a for a in ACTIONS if self.actions.get(a)]
+        other = sorted(a for a in self.actions if a not in ACTIONS and self.actions[a])
+        return ", ".join([f"{self.actions[a]} {ACTIONS[a]}" for a in known] +
+                         [f"{self.actions[a]} {a.replace('_', ' ')}" for a in other])
+
+    def as_dict(self) -> dict[str, int]:
+        return {a: n for a, n in self.actions.items() if n}
 
 
 def _reconciled(p: Pipeline, key: str | None, found: str, action: str,
@@ -53,90 +76,146 @@ def _reconciled(p: Pipeline, key: str | None, found: str, action: str,
 
 def reconcile(p: Pipeline, *, is_alive: Callable[[Any], bool],
               live_runs: Callable[[str], Any]) -> ReconcileReport:
-    """Repair every in-flight message of `p`'s mailbox whose run is gone."""
+    """Repair every in-flight message of `p`'s mailbox whose holder is gone."""
     report = ReconcileReport()
-    cycle = CycleReport()
-    for row in p.journal.in_flight(p.address):
-        if row.lease_run_id == p.run_id:
-            continue
-        holder = live_runs(row.lease_run_id) if row.lease_run_id else None
-        if holder is not None and is_alive(holder):
-            continue  # a live run (another worker) still holds it
+    orphans = [row for row in p.journal.in_flight(p.address)
+               if row.lease_run_id != p.run_id and not _held(p, row, is_alive, live_runs)]
+    claimed = [row for row in orphans if row.state == proj.CLAIMED]
+    started = _maybe_started(p, claimed)
+    for row in orphans:
         if row.state == proj.CLAIMED:
-            _crashed_claim(p, row, report, cycle)
+            _crashed_claim(p, row, report, handler_started=row.key in started)
         elif row.state == proj.PROCESSED:
-            _finish_processed(p, row, report, cycle)
+            _finish_processed(p, row, report)
     _release_drift(p, report)
     return report
 
 
-def _crashed_claim(p: Pipeline, row: Any, report: ReconcileReport, cycle: CycleReport) -> None:
+def _held(p: Pipeline, row: Any, is_alive: Callable[[Any], bool],
+          live_runs: Callable[[str], Any]) -> bool:
+    """Does a live run still hold this message under an unexpired lease?"""
+    holder = live_runs(row.lease_run_id) if row.lease_run_id else None
+    if holder is None or not is_alive(holder):
+        return False
+    expires = as_utc(row.lease_expires_at)
+    return expires is None or expires > p.journal.clock()
+
+
+def _maybe_started(p: Pipeline, claimed: list[Any]) -> set[str]:
+    """The crashed claims whose handler may have started.
+
+    A run claims a batch, then runs the handler on one message after another in claim
+    order: with one worker, only the earliest unfinished claim of each dead run can have
+    been inside the handler; the rest of its batch never reached it and is released
+    without spending an attempt (else a batch interrupted again and again would
+    dead-letter messages no handler ever saw). With several workers any of them may have
+    started, so all are charged.
+    """
+    if p.settings.concurrency > 1:
+        return {row.key for row in claimed}
+    first: dict[str, Any] = {}
+    for row in sorted(claimed, key=lambda r: r.last_seq):  # last_seq: the claim event
+        first.setdefault(row.lease_run_id, row)
+    return {row.key for row in first.values()}
+
+
+def _crashed_claim(p: Pipeline, row: Any, report: ReconcileReport, *,
+                   handler_started: bool) -> None:
     """The handler may have run partly: count a crashed attempt and release per policy."""
-    p.journal.append(_reconciled(p, row.key, "claimed", "released_crashed_claim",
-                                 attempt=row.attempts, dead_run=row.lease_run_id))
-    retry = row.attempts < p.settings.max_attempts
-    p.journal.append(ev.Event(ev.FAILED, p.address, message_key=row.key, run_id=p.run_id,
-                              attempt=row.attempts, data={
-                                  "stage": "handler", "error_class": "Crashed",
-                                  "error": f"run {row.lease_run_id} stopped while handling it",
-                                  "reason": "crashed", "retryable": retry}))
     s = p.settings
+    if not handler_started:
+        p.journal.append(
+            _reconciled(p, row.key, "claimed", "released_unstarted_claim",
+                        attempt=row.attempts, dead_run=row.lease_run_id,
+                        handler_started=False),
+            ev.Event(ev.RELEASED, p.address, message_key=row.key, run_id=p.run_id,
+                     attempt=row.attempts, data={"next_attempt_at": None,
+                                                 "reason": "crashed_before_handler",
+                                                 "refund_attempt": True}))
+        p._label([row.provider_id], remove=[s.label_processing], report=CycleReport())
+        report.actions["crashed_claims_released"] += 1
+        return
+    retry = row.attempts < s.max_attempts
+    p.journal.append(
+        _reconciled(p, row.key, "claimed",
+                    "released_crashed_claim" if retry else "dead_lettered_crashed_claim",
+                    attempt=row.attempts, dead_run=row.lease_run_id, handler_started=True),
+        ev.Event(ev.FAILED, p.address, message_key=row.key, run_id=p.run_id,
+                 attempt=row.attempts, data={
+                     "stage": "handler", "error_class": "Crashed",
+                     "error": f"run {row.lease_run_id} stopped while handling it",
+                     "reason": "crashed", "retryable": retry}))
     if retry:
-        p._label([row.provider_id], remove=[s.label_processing], report=cycle)
+        p._label([row.provider_id], remove=[s.label_processing], report=CycleReport())
         p.journal.append(ev.Event(ev.RELEASED, p.address, message_key=row.key, run_id=p.run_id,
                                   attempt=row.attempts,
                                   data={"next_attempt_at": None, "reason": "crashed"}))
-        report.actions["released"] += 1
+        report.actions["crashed_claims_released"] += 1
     else:
         p._label([row.provider_id], add=[s.label_failed], remove=[s.label_processing],
-                 report=cycle)
+                 report=CycleReport())
         p.journal.append(ev.Event(ev.DEAD_LETTERED, p.address, message_key=row.key,
                                   run_id=p.run_id, attempt=row.attempts,
                                   data={"reason": "max_attempts"}))
-        report.actions["dead_lettered"] += 1
+        report.actions["crashed_claims_dead_lettered"] += 1
 
 
-def _finish_processed(p: Pipeline, row: Any, report: ReconcileReport,
-                      cycle: CycleReport) -> None:
+def _finish_processed(p: Pipeline, row: Any, report: ReconcileReport) -> None:
     """The handler finished: send what is not known to be sent (looking first), then ack."""
     unsent = p.journal.unsent_outbox(row.key)
-    point = _history_point(p, row.key)
-    # The event takes the lease, so the pipeline's own send and ack paths run under this run.
-    p.journal.append(_reconciled(p, row.key, "processed",
-                                 "completed_sends" if unsent else "acked",
-                                 unsent=[o.rfc_message_id for o in unsent],
-                                 dead_run=row.lease_run_id,
-                                 lease_until=p.lease_until().isoformat()))
-    before = cycle.sent
-    if not p.send_outbox(row.key, cycle, since_history_id=point or "0"):
-        report.actions["sends_postponed"] += 1
-        return
-    recovered = cycle.sent - before
-    if unsent:
-        report.actions["sends_completed"] += recovered
-    p.ack([p.journal.message(row.key)], cycle)
-    report.actions["acked"] += 1
-
-
-def _history_point(p: Pipeline, key: str) -> str | None:
-    for e in reversed(p.journal.events_of_message(key)):
-        if e.kind == ev.PROCESSED:
-            return e.data.get("history_point")
-    return None
+    # The event takes the lease, so the pipeline's own send and ack paths run under this run,
+    # and a later cycle of this run finishes the job if the mailbox fails us now.
+    decision = p.journal.append(_reconciled(
+        p, row.key, "processed", "complete_sends_then_ack" if unsent else "ack",
+        unsent=[o.rfc_message_id for o in unsent], dead_run=row.lease_run_id,
+        lease_until=p.lease_until().isoformat()))[0]
+    cycle = CycleReport()
+    point = p.history_point_of(row.key)
+    try:
+        complete = p.send_outbox(row.key, cycle, since_history_id=point or "0")
+    except errors.MailboxError as exc:  # pragma: no cover - send_outbox catches these
+        complete, cycle.errors = False, [str(exc)]
+    sends = [e for e in p.journal.events_of_message(row.key)
+             if e.kind == ev.SENT and (e.seq or 0) > (decision.seq or 0)]
+    found = [e.data["message_id"] for e in sends if e.data.get("recovered")]
+    sent = [e.data["message_id"] for e in sends if not e.data.get("recovered")]
+    report.actions["replies_found_sent"] += len(found)
+    report.actions["replies_sent"] += len(sent)
+    state = p.journal.message(row.key).state
+    acked = False
+    if complete:
+        try:
+            p.ack([p.journal.message(row.key)], cycle)
+            acked = True
+        except errors.MailboxError as exc:
+            cycle.errors.append(f"ack: {exc}")
+    if acked:
+        report.actions["acked"] += 1
+    elif state == proj.DEAD_LETTERED:
+        report.actions["dead_lettered"] += 1
+    else:
+        report.actions["postponed"] += 1
+        log.warning("%s: could not finish %s yet (%s); this run retries it",
+                    p.address, row.key, "; ".join(cycle.errors) or "mailbox unavailable")
+    p.journal.append(_reconciled(
+        p, row.key, "processed", "completed" if acked else
+        ("dead_lettered" if state == proj.DEAD_LETTERED else "postponed"),
+        found_already_sent=found, sent=sent, acked=acked, errors=cycle.errors[:5]))
 
 
 def _release_drift(p: Pipeline, report: ReconcileReport) -> None:
-    """Processing labels in the mailbox that no in-flight claim of a live run explains."""
+    """Processing labels in the mailbox that no in-flight claim explains."""
     try:
         labelled = p.mailbox.list_labelled(p.settings.label_processing, DRIFT_SCAN_LIMIT)
     except errors.MailboxError as exc:
         log.warning("%s: could not scan for stray processing labels: %s", p.address, exc)
         return
+    # Read after the listing: a claim journaled in between is seen here, so its label stays.
     held = {r.provider_id for r in p.journal.in_flight(p.address)}
     stray = [ref.id for ref in labelled if ref.id not in held]
     if not stray:
         return
-    p._label(stray, remove=[p.settings.label_processing], report=CycleReport())
     p.journal.append(_reconciled(p, None, "processing_label_without_claim", "label_removed",
                                  provider_ids=stray))
+    p._label(stray, remove=[p.settings.label_processing], report=CycleReport())
     report.actions["labels_removed"] += len(stray)

@@ -30,6 +30,9 @@ def run(
         None, "--emulator", help="Gmail API emulator URL instead of Google ($AGENTMAIL_EMULATOR)."),
     max_attempts: int | None = typer.Option(
         None, "--max-attempts", help="Handler attempts before dead-lettering (config, 5)."),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", "-c", min=1, help="Handlers run in parallel for different "
+        "conversations; one conversation's messages stay in order (config: concurrency, 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
 ) -> None:
     """Process a mailbox: fetch new mail, claim, run the handler, send replies once, ack.
@@ -39,7 +42,7 @@ def run(
     """
     c = obj(ctx)
     settings = c.settings(check_interval=interval, handler=handler, emulator=emulator,
-                          max_attempts=max_attempts)
+                          max_attempts=max_attempts, concurrency=concurrency)
     agent = handlers.load_agent(settings.handler, email)
     journal = c.journal(settings)
     printer = StepPrinter(email, verbose=c.verbose, quiet=c.quiet or as_json)
@@ -55,13 +58,17 @@ def run(
             c.say(f"run {active.run_id[:8]} on {email} "
                   f"({'emulator ' + settings.emulator if settings.emulator else 'Gmail'}), "
                   f"journal {settings.db_url}", dim=True) if not as_json else None
+            if not as_json:
+                c.say(f"recovery: {active.recovered.describe()}",
+                      fg="yellow" if active.recovered.total else None)
             result = active.loop(options)
     finally:
         for sig, handler_fn in previous.items():
             signal.signal(sig, handler_fn)
     totals = result.totals
     if as_json:
-        print_json({"run_id": result.run_id, "cycles": result.cycles, **totals.as_dict()})
+        print_json({"run_id": result.run_id, "cycles": result.cycles, **totals.as_dict(),
+                    "recovered": active.recovered.as_dict()})
     else:
         c.say(f"stopped after {result.cycles} cycle(s): {totals.fetched} fetched, "
               f"{totals.processed} processed, {totals.sent} sent, {totals.acked} acked, "

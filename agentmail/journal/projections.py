@@ -72,13 +72,11 @@ def _run_stopped(conn: Connection, e: ev.Event) -> None:
 
 
 def _touch_account(conn: Connection, e: ev.Event, **values: Any) -> None:
-    found = conn.execute(select(t.accounts.c.address).where(t.accounts.c.address == e.account))
-    if found.first() is None:
+    changed = conn.execute(update(t.accounts).where(t.accounts.c.address == e.account)
+                           .values(last_seq=e.seq, **values)).rowcount
+    if not changed:
         conn.execute(insert(t.accounts).values(address=e.account, first_seq=e.seq,
                                                last_seq=e.seq, **values))
-    else:
-        conn.execute(update(t.accounts).where(t.accounts.c.address == e.account)
-                     .values(last_seq=e.seq, **values))
 
 
 def _synced(conn: Connection, e: ev.Event) -> None:
@@ -168,10 +166,9 @@ def _add_message(conn: Connection, e: ev.Event, key: str, direction: str, state:
 
 
 def _set_state(conn: Connection, e: ev.Event, **values: Any) -> None:
-    conn.execute(update(t.messages).where(t.messages.c.key == e.message_key)
-                 .values(last_seq=e.seq, updated_at=e.at, **values))
-    cid = conn.execute(select(t.messages.c.conversation_id)
-                       .where(t.messages.c.key == e.message_key)).scalar()
+    cid = conn.execute(update(t.messages).where(t.messages.c.key == e.message_key)
+                       .values(last_seq=e.seq, updated_at=e.at, **values)
+                       .returning(t.messages.c.conversation_id)).scalar()
     if cid:
         conn.execute(update(t.conversations).where(t.conversations.c.id == cid)
                      .values(last_seq=e.seq))
@@ -193,16 +190,19 @@ def _processed(conn: Connection, e: ev.Event) -> None:
 
 def _queue_outgoing(conn: Connection, e: ev.Event) -> None:
     """Put the messages an event journals as outgoing into the outbox, state queued."""
-    cid = conn.execute(select(t.messages.c.conversation_id)
-                       .where(t.messages.c.key == e.message_key)).scalar()
+    source = conn.execute(select(t.messages.c.conversation_id, t.messages.c.rfc_message_id)
+                          .where(t.messages.c.key == e.message_key)).first()
     for position, out in enumerate(e.data.get("outgoing", [])):
         conn.execute(insert(t.outbox).values(
             outbox_id=out["outbox_id"], account=e.account, source_key=e.message_key,
             position=position, rfc_message_id=out["message_id"], thread_id=out.get("thread_id"),
             recipients=_dumps(out["recipients"]), subject=out.get("subject"), raw=out["raw"],
             state="queued", created_seq=e.seq))
-        if cid:  # the reply belongs to its conversation before it is even sent
-            _link_conversation(conn, e, out["message_id"], [])
+        if source is not None and source.conversation_id:
+            # What a handler sends belongs to the conversation of the message it handled,
+            # before it is even sent (and a request to a third agent joins it too).
+            _link_conversation(conn, e, out["message_id"],
+                               [source.rfc_message_id or e.message_key])
 
 
 def _sent(conn: Connection, e: ev.Event) -> None:
@@ -229,8 +229,10 @@ def _failed(conn: Connection, e: ev.Event) -> None:
 
 
 def _released(conn: Connection, e: ev.Event) -> None:
+    # Recovery gives back the attempt of a claim whose handler never started.
+    refund = {"attempts": t.messages.c.attempts - 1} if e.data.get("refund_attempt") else {}
     _set_state(conn, e, state=PENDING, lease_run_id=None, lease_expires_at=None,
-               next_attempt_at=_parse_time(e.data.get("next_attempt_at")))
+               next_attempt_at=_parse_time(e.data.get("next_attempt_at")), **refund)
 
 
 def _acked(conn: Connection, e: ev.Event) -> None:

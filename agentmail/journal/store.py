@@ -147,27 +147,36 @@ class Journal:
 
     def claim(self, key: str, *, run_id: str, lease_until: datetime,
               data: dict[str, Any] | None = None) -> ev.Event | None:
-        """Take a lease on a pending message, or return None if it is not claimable now.
+        """Take a lease on a pending message, or return None if it is not claimable now."""
+        claimed = self.claim_many([key], run_id=run_id, lease_until=lease_until, data=data)
+        return claimed[0] if claimed else None
+
+    def claim_many(self, keys: Sequence[str], *, run_id: str, lease_until: datetime,
+                   data: dict[str, Any] | None = None) -> list[ev.Event]:
+        """Take leases on the pending messages among `keys`, in one transaction.
 
         The conditional UPDATE decides: two processes racing for one message cannot both
         see it succeed, on SQLite (one writer at a time) or PostgreSQL (row lock + re-check).
         """
         now = self.clock()
         m = t.messages
+        claimed: list[ev.Event] = []
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(m).where(
-                    m.c.key == key, m.c.state == proj.PENDING,
-                    or_(m.c.next_attempt_at.is_(None), m.c.next_attempt_at <= now),
-                ).values(state=proj.CLAIMED, lease_run_id=run_id, attempts=m.c.attempts + 1)
-                .returning(m.c.account, m.c.attempts))
-            row = result.first()
-            if row is None:
-                return None
-            claimed = ev.Event(ev.CLAIMED, row.account, message_key=key, run_id=run_id,
-                               attempt=row.attempts,
-                               data={"lease_until": lease_until.isoformat(), **(data or {})})
-            return self._append_in(conn, [claimed])[0]
+            for key in keys:
+                row = conn.execute(
+                    update(m).where(
+                        m.c.key == key, m.c.state == proj.PENDING,
+                        or_(m.c.next_attempt_at.is_(None), m.c.next_attempt_at <= now),
+                    ).values(state=proj.CLAIMED, lease_run_id=run_id,
+                             attempts=m.c.attempts + 1)
+                    .returning(m.c.account, m.c.attempts)).first()
+                if row is None:
+                    continue
+                event = ev.Event(ev.CLAIMED, row.account, message_key=key, run_id=run_id,
+                                 attempt=row.attempts,
+                                 data={"lease_until": lease_until.isoformat(), **(data or {})})
+                claimed.extend(self._append_in(conn, [event]))
+        return claimed
 
     def start_run(self, account: str, run_id: str, *, host: str, pid: int,
                   is_alive: Any) -> ev.Event:
