@@ -159,6 +159,17 @@ class Compiled:
         self.spam_trash = _mentions_spam_trash(tree)  # asks for SPAM/TRASH explicitly
         self.needs_text = _needs_text(tree)  # reads the search_text column
         self.message_id = _required_message_id(tree)  # a top-level rfc822msgid: term
+        # nothing but label terms: required_labels alone decides (no row fields needed)
+        self.label_only = all(_is_label_term(n, ctx) for n in tree[1])
+
+
+def _is_label_term(node: tuple, ctx: Context) -> bool:
+    """A positive term that only asks for one known label (or ``in:anywhere``)."""
+    if node[0] != "op" or node[1] not in ("is", "in", "label"):
+        return False
+    if node[1] == "in" and node[2].lower() == "anywhere":
+        return True
+    return len(_required_labels(("and", [node]), ctx)) == 1
 
 
 def _required_message_id(tree: tuple) -> str | None:

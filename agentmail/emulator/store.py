@@ -505,25 +505,22 @@ class Store:
         """Matching messages, newest first (rows without raw)."""
         compiled = query.Compiled(q or "", query.Context(email, self.label_fold_map(email)))
         required = set(label_ids) | compiled.required_labels
+        hide = set() if include_spam_trash or compiled.spam_trash else HIDDEN_BY_DEFAULT
+        hide -= set(label_ids)
+        if compiled.label_only:
+            return self._search_labels(email, required, hide)
         cols = _ROW_COLUMNS + (", search_text" if compiled.needs_text else "")
         with self._lock:
             if compiled.message_id is not None:
                 rows = self._rows(f"SELECT {cols} FROM messages WHERE account = ? AND "
                                   "rfc822_id = ?", (email, compiled.message_id))
             elif required:
-                # the rarest label is the narrowest index range
-                counts = {lbl: self._db.execute(
-                    "SELECT COUNT(*) FROM (SELECT 1 FROM message_labels WHERE account = ? "
-                    "AND label_id = ? LIMIT ?)", (email, lbl, PIVOT_COUNT_CAP)).fetchone()[0]
-                    for lbl in required} if len(required) > 1 else dict.fromkeys(required, 0)
-                pivot = min(counts, key=counts.__getitem__)
+                pivot = self._pivot(email, required)
                 rows = self._rows(
                     f"SELECT {cols} FROM messages WHERE seq IN (SELECT seq FROM message_labels "
                     "WHERE account = ? AND label_id = ?)", (email, pivot))
             else:
                 rows = self._rows(f"SELECT {cols} FROM messages WHERE account = ?", (email,))
-        hide = set() if include_spam_trash or compiled.spam_trash else HIDDEN_BY_DEFAULT
-        hide -= set(label_ids)
         out = []
         for row in rows:
             labels = set(row["labels"])
@@ -536,6 +533,41 @@ class Store:
         for row in out:
             row["labels"] = row.pop("labels_list")
         return out
+
+    def _search_labels(self, email: str, required: set[str],
+                       hide: set[str]) -> list[dict[str, Any]]:
+        """The fast path for queries made of label terms only: a few columns, no dicts
+        until a row is known to match."""
+        with self._lock:
+            if required:
+                pivot = self._pivot(email, required)
+                rows = self._db.execute(
+                    "SELECT seq, id, thread_id, internal_date, labels FROM messages WHERE seq IN "
+                    "(SELECT seq FROM message_labels WHERE account = ? AND label_id = ?)",
+                    (email, pivot)).fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT seq, id, thread_id, internal_date, labels FROM messages "
+                    "WHERE account = ?", (email,)).fetchall()
+        out = []
+        for seq, message_id, thread_id, date, text in rows:
+            labels = set(text.split())
+            if hide & labels or not required <= labels:
+                continue
+            out.append({"seq": seq, "id": message_id, "thread_id": thread_id,
+                        "internal_date": date, "labels": text.split()})
+        out.sort(key=lambda r: (r["internal_date"], r["seq"]), reverse=True)
+        return out
+
+    def _pivot(self, email: str, required: set[str]) -> str:
+        """The rarest of ``required`` labels: the narrowest index range."""
+        if len(required) == 1:
+            return next(iter(required))
+        counts = {lbl: self._db.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM message_labels WHERE account = ? "
+            "AND label_id = ? LIMIT ?)", (email, lbl, PIVOT_COUNT_CAP)).fetchone()[0]
+            for lbl in required}
+        return min(counts, key=counts.__getitem__)
 
     def thread(self, email: str, thread_id: str) -> list[dict[str, Any]]:
         with self._lock:
