@@ -169,3 +169,15 @@ def test_reset_drops_everything(private_emulator, account_on):
     assert admin(emu.url, "reset", {}, method="POST") == {}
     assert emu.stats()["accounts"] == {}
     assert alice.profile()["messagesTotal"] == 0
+
+
+def test_dropped_batch_envelope_after_applying_its_parts(new_account, emulator):
+    alice, bob = new_account("alice"), new_account("bob")
+    mid = alice.send(bob.address, "batch drop")["id"]
+    emulator.set_faults(script=[{"method": "batch", "action": "drop_after"}])
+    batch = alice.new_batch()
+    batch.add(alice.users.messages().modify(userId="me", id=mid,
+                                            body={"addLabelIds": ["STARRED"]}))
+    with pytest.raises(OSError):
+        batch.execute()
+    assert "STARRED" in alice.get(mid, "minimal")["labelIds"]
