@@ -13,7 +13,12 @@ Settings (the body of ``PUT /emulator/v1/faults`` and the keywords of
     script              [{"method": id|None, "action": "error"|"drop_before"|"drop_after",
                           "code": 503, "count": 1}], consumed in order before random faults
 
-Admin endpoints are never subject to faults. ``seed`` makes random draws reproducible.
+Admin endpoints are never subject to faults. The batch envelope has the pseudo
+method id ``"batch"`` (errors, latency and drops of the whole batch); its parts
+get error faults under their own ids but are never dropped one by one.
+``seed`` makes random draws reproducible. Counts of injected faults, by kind
+(``error``, ``drop_before``, ``drop_after``, ``latency``, ``rewrite_message_id``),
+are in the stats as ``faults_injected``.
 """
 
 from __future__ import annotations
