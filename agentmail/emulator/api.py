@@ -249,7 +249,7 @@ class Api:
         name = path[len(ADMIN_PREFIX):].strip("/")
         params = urllib.parse.parse_qs(query)
         if (verb, name) == ("GET", "stats"):
-            return json_response(200, self.stats.snapshot(self.faults.injected))
+            return json_response(200, self.stats.snapshot(self.faults.injected_counts()))
         if (verb, name) == ("POST", "reset"):
             self.reset()
             return json_response(200, {})

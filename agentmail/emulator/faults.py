@@ -88,6 +88,10 @@ class Faults:
             self._set_defaults()
             self.injected = {}
 
+    def injected_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.injected)
+
     def count(self, kind: str) -> None:
         with self._lock:
             self.injected[kind] = self.injected.get(kind, 0) + 1

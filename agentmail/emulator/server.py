@@ -251,7 +251,7 @@ class Emulator:
 
     def stats(self) -> dict[str, Any]:
         """Same as ``GET /emulator/v1/stats``."""
-        return self.api.stats.snapshot(self._faults.injected)
+        return self.api.stats.snapshot(self._faults.injected_counts())
 
     def faults(self) -> dict[str, Any]:
         """Current fault settings (as ``GET /emulator/v1/faults``)."""
