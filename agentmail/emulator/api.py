@@ -281,8 +281,7 @@ class Api:
         self.store.reset()
         self.stats.reset()
         self.limiter.reset()
-        with self.faults._lock:
-            self.faults.injected = {}
+        self.faults.reset_counts()
 
 
 def _user(user_id: str, account: str) -> str:

@@ -88,6 +88,10 @@ class Faults:
             self._set_defaults()
             self.injected = {}
 
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.injected = {}
+
     def injected_counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self.injected)
