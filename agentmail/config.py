@@ -70,10 +70,6 @@ class Settings:
     # 3rd time it reaches that step boundary (the checkpoint names of agentmail.pipeline), so
     # tests can crash a real `agentmail run` at an exact point. Env: AGENTMAIL_CRASH_AT.
     crash_at: str | None = None
-    # Testing hook, never for production: "after_processed:3" makes a run SIGKILL itself the
-    # 3rd time it reaches that step boundary (the checkpoint names of agentmail.pipeline), so
-    # tests can crash a real `agentmail run` at an exact point. Env: AGENTMAIL_CRASH_AT.
-    crash_at: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def path(self, value: str) -> Path:

@@ -313,14 +313,6 @@ class Pipeline:
         `process_batch` gives it the oldest claimable messages, `agentmail replay` the ones
         it was asked to replay. False when none could be claimed.
         """
-        return self.process_rows(rows, report) and len(rows) == self.settings.max_messages
-
-    def process_rows(self, rows: Sequence[Any], report: CycleReport) -> bool:
-        """Claim these pending messages and take each one claimed through to ack or release.
-
-        `process_batch` gives it the oldest claimable messages, `agentmail replay` the ones
-        it was asked to replay. False when none could be claimed.
-        """
         taken = {e.message_key for e in self.journal.claim_many(
             [r.key for r in rows], run_id=self.run_id, lease_until=self.lease_until())}
         claimed = [r for r in rows if r.key in taken]
@@ -592,13 +584,6 @@ class Pipeline:
                         self.address, exc)
 
     # --- in-flight work of this run --------------------------------------------------------
-
-    def history_point_of(self, key: str) -> str | None:
-        """The mailbox history point journaled with `key`'s handler result, before any send."""
-        for e in reversed(self.journal.events_of_message(key)):
-            if e.kind == ev.PROCESSED:
-                return e.data.get("history_point")
-        return None
 
     def history_point_of(self, key: str) -> str | None:
         """The mailbox history point journaled with `key`'s handler result, before any send."""

@@ -122,71 +122,6 @@ class _Heartbeat(threading.Thread):
             self.join(timeout=10)
 
 
-def crash_hook(spec: str | None) -> Callable[[str], None] | None:
-    """The `crash_at` testing hook: SIGKILL this process at the Nth pass of a checkpoint.
-
-    `spec` is "name" or "name:N" (N defaults to 1). No clean-up runs, exactly as if the
-    machine had lost power at that point: what recovery then finds is what a crash leaves.
-    """
-    if not spec:
-        return None
-    name, _, count = spec.partition(":")
-    try:
-        target = int(count or 1)
-    except ValueError:
-        raise errors.ConfigError(f"crash_at {spec!r} must look like after_processed:3") from None
-    seen = 0
-
-    def checkpoint(reached: str) -> None:
-        nonlocal seen
-        if reached == name:
-            seen += 1
-            if seen == target:
-                log.warning("crash_at %s: killing this process", spec)
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return checkpoint
-
-
-def _chain(*hooks: Callable[[str], None] | None) -> Callable[[str], None] | None:
-    present = [h for h in hooks if h is not None]
-    if not present:
-        return None
-
-    def checkpoint(name: str) -> None:
-        for hook in present:
-            hook(name)
-
-    return checkpoint
-
-
-class _Heartbeat(threading.Thread):
-    """Extends the run's leases every lease_seconds/3, also while a handler runs for long.
-
-    The loop's own thread may be inside a handler for longer than a lease; this thread keeps
-    the leases fresh meanwhile, so a slow handler is never taken from a live run. Journal
-    writes are transactions of their own, safe from any thread.
-    """
-
-    def __init__(self, owner: Run) -> None:
-        super().__init__(name=f"heartbeat:{owner.run_id[:8]}", daemon=True)
-        self.owner = owner
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        period = self.owner.settings.lease_seconds / HEARTBEAT_FRACTION
-        while not self.stopping.wait(period):
-            try:
-                self.owner.heartbeat(force=True)
-            except Exception as exc:  # a missed beat is retried; the lease has slack for it
-                log.warning("%s: heartbeat failed: %s", self.owner.mailbox.address, exc)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        if self.is_alive() and self is not threading.current_thread():
-            self.join(timeout=10)
-
-
 @dataclass
 class RunOptions:
     iterations: int | None = None  # None: until stopped
@@ -246,7 +181,6 @@ class Run:
                    for r in self.journal.in_flight(self.mailbox.address))
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._heartbeat.stop()
         self._heartbeat.stop()
         self.pipeline.close()
         reason = "stopped" if exc is None or isinstance(exc, KeyboardInterrupt) else "error"
