@@ -51,11 +51,15 @@ def describe(event: ev.Event) -> str:
                           f"{' (found already sent)' if d.get('recovered') else ''}"),
         ev.DEAD_LETTERED: lambda: f"reason={d.get('reason')}",
         ev.LOOP_GUARDED: lambda: f"reason={d.get('reason')}",
-        ev.DELIVERY_FAILED: lambda: (
-            f"{d.get('message_id')} bounced ({d.get('bounce_key')}): "
-            f"{(d.get('diagnostic') or {}).get('diagnostic_code') or (d.get('diagnostic') or {}).get('status') or '?'}"),
+        ev.DELIVERY_FAILED: lambda: _bounce_line(d),
     }.get(event.kind)
     return detail() if detail else ""
+
+
+def _bounce_line(d: dict[str, Any]) -> str:
+    diagnostic = d.get("diagnostic") or {}
+    why = diagnostic.get("diagnostic_code") or diagnostic.get("status") or "no diagnostic"
+    return f"{d.get('message_id')} bounced ({d.get('bounce_key')}): {why}"
 
 
 def _event_line(event: ev.Event, *, indent: str = "") -> str:

@@ -35,7 +35,7 @@ def message_id() -> str:
 def mail(sender: str | None, to: str, *, subject: str = "request",
          body: bytes | str = b'{"task": "work"}\r\n',
          content_type: str | None = "text/plain; charset=utf-8", cte: str | None = None,
-         headers: Sequence[tuple[str, str]] = (), auth: str | None | bool = True,
+         headers: Sequence[tuple[str, str]] = (), auth: str | bool | None = True,
          msg_id: str | None = None, mime: bool = True) -> bytes:
     """One message. `auth=True` puts the provider's passing Authentication-Results on top
     (as Gmail does on delivery); a string puts that value there; None/False leaves it out.
@@ -104,3 +104,8 @@ def dsn(to: str, bounced_id: str, *, diagnostic: str = "smtp; 550 5.1.1 user unk
 
 def b64(data: bytes) -> bytes:
     return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def b64decode(data: str) -> bytes:
+    """Gmail's base64url, padded or not."""
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
