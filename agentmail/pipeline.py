@@ -15,12 +15,13 @@ import logging
 import queue
 import random
 import re
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Union
+from typing import Any
 
 from agentmail import errors, policy
 from agentmail import message as msg
@@ -46,7 +47,7 @@ _DSN_FIELD = re.compile(rb"^(Diagnostic-Code|Status|Action|Final-Recipient):[ \t
 SYSTEM_UNREAD = "UNREAD"
 
 StepListener = Callable[[str, dict[str, Any]], None]
-Outcome = Union[tuple[Any, "Outbox"], Exception]  # what a handler returned, or raised
+Outcome = tuple[Any, Outbox] | Exception  # what a handler returned, or raised
 Checkpoint = Callable[[str], None]
 
 
@@ -145,6 +146,8 @@ class Pipeline:
         self.checkpoint = checkpoint or (lambda name: None)
         self.sleep = sleep
         self._executor: ThreadPoolExecutor | None = None
+        # Set by Ctrl-C / SIGTERM: the cycle ends after the step under way.
+        self.stop_requested = threading.Event()
         self._parsed: dict[str, msg.Message] = {}  # accepted this cycle, not yet handled
         self._cursor: str | None = None  # the history id of the last sync
 
@@ -159,7 +162,7 @@ class Pipeline:
         report = CycleReport()
         self.finish_in_flight(report)
         self.sync(report)
-        while self.process_batch(report):
+        while not self.stop_requested.is_set() and self.process_batch(report):
             pass
         return report
 
@@ -185,10 +188,12 @@ class Pipeline:
         new = [i for i in ids if i not in known]
         chunk = max(1, self.settings.max_messages)
         for start in range(0, len(new), chunk):
+            if self.stop_requested.is_set():
+                return  # the cursor stays: what was not fetched is listed again next run
             self._fetch(new[start:start + chunk], report)
             # Handle each chunk before fetching the next: a backlog of any size is worked
             # through with one chunk of messages in memory.
-            while self.process_batch(report):
+            while not self.stop_requested.is_set() and self.process_batch(report):
                 pass
         if not account or account.history_id != changes.history_id:
             self.journal.append(ev.Event(ev.SYNCED, self.address, run_id=self.run_id,

@@ -56,6 +56,7 @@ def _register() -> None:
     from agentmail.cli import (
         auth_cmd,
         demo_cmd,
+        emulator_cmd,
         history_cmd,
         journal_cmd,
         run_cmd,
@@ -66,6 +67,7 @@ def _register() -> None:
     auth_cmd.register(app)
     run_cmd.register(app)
     demo_cmd.register(app)
+    app.command("emulator")(emulator_cmd.serve)
     history_cmd.register(app)
     app.add_typer(journal_cmd.app, name="journal")
 

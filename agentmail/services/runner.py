@@ -214,6 +214,7 @@ class Run:
         return report
 
     def loop(self, options: RunOptions) -> RunResult:
+        self.pipeline.stop_requested = options.stop
         while not options.stop.is_set():
             self.cycle()
             if options.iterations is not None and self.cycles >= options.iterations:

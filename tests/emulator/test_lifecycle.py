@@ -48,7 +48,7 @@ def test_outer_batch_is_one_http_request(new_account, emulator):
 
 def _app() -> typer.Typer:
     # imported here: agentmail.cli loads every command, the emulator's tests need none
-    from agentmail.cli.emulator import serve
+    from agentmail.cli.emulator_cmd import serve
 
     app = typer.Typer()
     app.command()(serve)
