@@ -25,6 +25,9 @@ class Outbox:
     agent_address: str
     items: list[msg.Outgoing] = field(default_factory=list)
     allow_auto_reply: bool = False  # the handler may answer an auto-submitted message
+    # Distinguishes the Message-IDs of a second handling of the same message (a replay)
+    # from those of the first, which are journaled and may have been sent.
+    salt: str = ""
 
     def next_index(self) -> int:
         return len(self.items)
@@ -82,7 +85,7 @@ class Agent:
         outbox = self._outbox()
         outbox.allow_auto_reply = outbox.allow_auto_reply or allow_auto_reply
         out = msg.compose_reply(message, from_addr=outbox.agent_address, payload=payload,
-                                index=outbox.next_index())
+                                index=outbox.next_index(), salt=outbox.salt)
         outbox.items.append(out)
         return out.message_id
 
@@ -92,7 +95,8 @@ class Agent:
         out = msg.compose_request(
             from_addr=outbox.agent_address, to=to, subject=subject, payload=payload,
             message_id=msg.make_message_id(outbox.source.message_id or outbox.source.key,
-                                           outbox.agent_address, outbox.next_index()),
+                                           outbox.agent_address, outbox.next_index(),
+                                           salt=outbox.salt),
             index=outbox.next_index())
         outbox.items.append(out)
         return out.message_id
@@ -107,9 +111,14 @@ class Agent:
                                     "to start a conversation")
         return outbox
 
-    def handle(self, message: msg.Message, agent_address: str) -> tuple[Any, Outbox]:
-        """Run `process_message` with a fresh outbox; exceptions propagate to the pipeline."""
-        outbox = Outbox(source=message, agent_address=agent_address)
+    def handle(self, message: msg.Message, agent_address: str, *,
+               salt: str = "") -> tuple[Any, Outbox]:
+        """Run `process_message` with a fresh outbox; exceptions propagate to the pipeline.
+
+        `salt` is empty the first time a message is handled to a result, and differs for
+        every later time (replays), so each handling's messages have Message-IDs of their own.
+        """
+        outbox = Outbox(source=message, agent_address=agent_address, salt=salt)
         self._local.outbox = outbox
         try:
             result = self.process_message(message)

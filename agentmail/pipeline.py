@@ -379,9 +379,15 @@ class Pipeline:
 
     def _invoke(self, message: msg.Message) -> Outcome:
         try:
-            return self.agent.handle(message, self.address)
+            return self.agent.handle(message, self.address, salt=self._salt(message.key))
         except Exception as exc:  # a handler's failure is journaled, never fatal to the run
             return exc
+
+    def _salt(self, key: str) -> str:
+        """Empty for a message's first handled result; a replay's handler gets a new one, so
+        its replies never take the Message-IDs (and outbox ids) of an earlier result."""
+        earlier = sum(e.kind == ev.PROCESSED for e in self.journal.events_of_message(key))
+        return f"replay{earlier}" if earlier else ""
 
     def message_of(self, key: str) -> msg.Message:
         """The message as fetched, parsed again from the raw bytes the journal keeps."""

@@ -252,6 +252,10 @@ def _rejected(conn: Connection, e: ev.Event) -> None:
 def _replay_requested(conn: Connection, e: ev.Event) -> None:
     _set_state(conn, e, state=PENDING, attempts=0, next_attempt_at=None, lease_run_id=None,
                lease_expires_at=None)
+    # What an earlier result queued and never sent (a refused send) is superseded by the
+    # replay's own result: it must not go out as well.
+    conn.execute(update(t.outbox).where(t.outbox.c.source_key == e.message_key,
+                                        t.outbox.c.state == "queued").values(state="dropped"))
 
 
 def _journal_only(conn: Connection, e: ev.Event) -> None:

@@ -388,3 +388,49 @@ class Journal:
     def run(self, run_id: str) -> Any | None:
         rows = self._all(select(t.runs).where(t.runs.c.run_id == run_id))
         return rows[0] if rows else None
+
+    # --- recovery, replay and status -------------------------------------------------------
+
+    def received_matching(self, ident: str, *, account: str | None = None) -> list[Any]:
+        """Received messages named by a provider id, a message key or an RFC Message-ID
+        (with or without <>), oldest first; one per mailbox that received it."""
+        m = t.messages
+        bare = ident.strip().removeprefix("<").removesuffix(">")
+        forms = list(dict.fromkeys([ident.strip(), f"<{bare}>", bare]))
+        query = select(m).where(m.c.direction == "in", or_(
+            m.c.provider_id == ident, m.c.key == ident, m.c.rfc_message_id.in_(forms)))
+        if account is not None:
+            query = query.where(m.c.account == account)
+        return self._all(query.order_by(m.c.first_seq))
+
+    def message_counts(self, account: str) -> dict[str, int]:
+        """Received messages of `account` by status: pending (never tried), failed (waiting
+        to retry after a failed attempt), in_flight, acked, dead_lettered, rejected."""
+        m = t.messages
+        counts = dict.fromkeys(("pending", "failed", "in_flight", "acked", "dead_lettered",
+                                "rejected"), 0)
+        for state, tried, n in self._all(
+                select(m.c.state, m.c.attempts > 0, func.count())
+                .where(m.c.account == account, m.c.direction == "in")
+                .group_by(m.c.state, m.c.attempts > 0)):
+            if state == proj.PENDING:
+                counts["failed" if tried else "pending"] += n
+            elif state in proj.IN_FLIGHT_STATES:
+                counts["in_flight"] += n
+            else:
+                counts[state] = counts.get(state, 0) + n
+        return counts
+
+    def oldest_pending_since(self, account: str) -> datetime | None:
+        """When the longest-waiting pending message of `account` was fetched."""
+        m, e = t.messages, t.events
+        return as_utc(self._all(select(func.min(e.c.at)).select_from(
+            m.join(e, e.c.seq == m.c.first_seq)).where(
+            m.c.account == account, m.c.direction == "in", m.c.state == proj.PENDING))[0][0])
+
+    def last_failure(self, account: str) -> ev.Event | None:
+        """The most recent `failed` event of `account`."""
+        e = t.events
+        rows = self._all(select(e).where(e.c.account == account, e.c.kind == ev.FAILED)
+                         .order_by(e.c.seq.desc()).limit(1))
+        return _row_event(rows[0]) if rows else None

@@ -7,6 +7,7 @@ subprocess is the real command, talking to it over HTTP with googleapiclient.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -50,12 +51,21 @@ class Lab:
     def side_effects(self) -> Path:
         return self.tmp / "side-effects.log"
 
+    @property
+    def config(self) -> Path:
+        """The agent's settings: the defaults, but no client-side quota pacing (the emulator
+        here enforces none, and pacing 300 sends to Gmail's per-user rate takes minutes)."""
+        path = self.tmp / "agent_config.json"
+        if not path.exists():
+            path.write_text(json.dumps({"quota_units_per_minute": 10_000_000}))
+        return path
+
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTMAIL_")}
         return {**env, LOG_VARIABLE: str(self.side_effects), **extra}
 
     def command(self, *args: str, handler: str = "Recorder") -> list[str]:
-        return [sys.executable, "-m", "agentmail", "--config", str(self.tmp / "none.json"),
+        return [sys.executable, "-m", "agentmail", "--config", str(self.config),
                 "--db", str(self.db), "run", "--email", AGENT, "--emulator", self.emulator.url,
                 "--handler", f"tests.recovery.handler:{handler}", "--interval", INTERVAL, *args]
 
@@ -149,8 +159,6 @@ def journal_messages(journal: Journal) -> list:
 def kill(process: subprocess.Popen[str]) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 @pytest.fixture
