@@ -59,6 +59,7 @@ def _register() -> None:
         emulator_cmd,
         history_cmd,
         journal_cmd,
+        ops_cmd,
         run_cmd,
         setup_cmd,
     )
@@ -69,6 +70,7 @@ def _register() -> None:
     demo_cmd.register(app)
     app.command("emulator")(emulator_cmd.serve)
     history_cmd.register(app)
+    ops_cmd.register(app)
     app.add_typer(journal_cmd.app, name="journal")
 
 

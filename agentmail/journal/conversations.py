@@ -173,7 +173,7 @@ def _queued(conn: Connection, keys: list[str], known: set[str]) -> list[Conversa
         if row.rfc_message_id in known:
             continue
         outgoing = json.loads(row.data).get("outgoing", [])
-        detail = outgoing[row.position] if row.position < len(outgoing) else {}
+        detail = next((o for o in outgoing if o.get("outbox_id") == row.outbox_id), {})
         found.append(ConversationMessage(
             message_id=row.rfc_message_id, time=as_utc(row.at), sender=row.account,
             recipients=json.loads(row.recipients), subject=row.subject,

@@ -192,10 +192,14 @@ def _queue_outgoing(conn: Connection, e: ev.Event) -> None:
     """Put the messages an event journals as outgoing into the outbox, state queued."""
     source = conn.execute(select(t.messages.c.conversation_id, t.messages.c.rfc_message_id)
                           .where(t.messages.c.key == e.message_key)).first()
-    for position, out in enumerate(e.data.get("outgoing", [])):
+    # A replayed message's new result queues after what earlier results queued.
+    base = conn.execute(select(func.count()).select_from(t.outbox)
+                        .where(t.outbox.c.source_key == e.message_key)).scalar() or 0
+    for index, out in enumerate(e.data.get("outgoing", [])):
         conn.execute(insert(t.outbox).values(
             outbox_id=out["outbox_id"], account=e.account, source_key=e.message_key,
-            position=position, rfc_message_id=out["message_id"], thread_id=out.get("thread_id"),
+            position=base + index, rfc_message_id=out["message_id"],
+            thread_id=out.get("thread_id"),
             recipients=_dumps(out["recipients"]), subject=out.get("subject"), raw=out["raw"],
             state="queued", created_seq=e.seq))
         if source is not None and source.conversation_id:
