@@ -18,6 +18,8 @@ agent's account, counted from "go" (start-up is reported apart as
 `startup_quota_units`). Journal events and bytes are those of the whole journal
 file (SQLite + WAL) after the run. Latency is send → ack: the send time is when
 the requester's `messages.send` returned, the ack time the `acked` event's `at`.
+CPU seconds are the agent process's and this process's (the emulator, plus the
+trickle's requester) over the timed phase: which side was the bottleneck.
 
 Scenarios, with their sizes at `--scale 1` (the issue's; a full run takes about
 five minutes on two cores):
