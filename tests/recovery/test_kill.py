@@ -27,12 +27,12 @@ FAULTS = {"error_rate": 0.03, "error_codes": [500, 503, 429], "drop_rate": 0.01,
           "drop_phase": "either"}
 
 
-def _read(process, started: threading.Event, lines: list[str]) -> None:
-    """Collect the agent's output; `started` is set once its recovery line is printed."""
+def _read(process, working: threading.Event, lines: list[str]) -> None:
+    """Collect the agent's output; `working` is set once it has handled a message."""
     for line in process.stdout:
         lines.append(line)
-        if line.startswith("recovery:"):
-            started.set()
+        if " processed " in line or " sent " in line:
+            working.set()
 
 
 @pytest.mark.slow
@@ -44,14 +44,14 @@ def test_random_kills_lose_nothing_and_repeat_no_reply(lab):
     recoveries: list[str] = []
     for _ in range(KILLS):
         process = lab.spawn()
-        started, lines = threading.Event(), []
-        reader = threading.Thread(target=_read, args=(process, started, lines), daemon=True)
+        working, lines = threading.Event(), []
+        reader = threading.Thread(target=_read, args=(process, working, lines), daemon=True)
         reader.start()
         if rng.random() < 0.2:
             time.sleep(rng.uniform(0.3, 1.0))  # may land in start-up and recovery itself
-        else:
-            assert started.wait(30), "".join(lines)
-            time.sleep(rng.uniform(0.0, 0.8))
+        else:  # somewhere in the claim/handle/send/ack stream, however slow the machine
+            assert working.wait(60), "".join(lines)
+            time.sleep(rng.uniform(0.0, 0.5))
         assert process.poll() is None, "".join(lines)  # still running: a real kill
         kill(process)
         reader.join(timeout=10)
@@ -70,4 +70,4 @@ def test_random_kills_lose_nothing_and_repeat_no_reply(lab):
     repaired = [r for r in recoveries if "nothing to repair" not in r]
     print(f"\n{len(lab.requests)} requests, {KILLS} kills, {len(repaired)} restarts repaired "
           f"something, {elapsed:.1f} s")
-    assert len(repaired) >= KILLS // 4  # the kills did land mid-work
+    assert len(repaired) >= 3  # the kills did land mid-work
