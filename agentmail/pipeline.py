@@ -411,15 +411,18 @@ class Pipeline:
         except errors.OutgoingRejected as exc:  # like one raised by compose in the handler
             self._fail(row, message, exc, report)
             return False
-        blockers = self._reply_blockers(row.conversation_id, message, outbox.allow_auto_reply)
-        suppressed = [o for o in outgoing if o.in_reply_to == message.message_id] if blockers else []
+        replies = [o for o in outgoing if o.in_reply_to == message.message_id]
+        blockers = self._reply_blockers(row.conversation_id, message, outbox.allow_auto_reply) \
+            if replies else []
+        suppressed = replies if blockers else []
         outgoing = [o for o in outgoing if o not in suppressed]
+        journaled = [self._outgoing_data(o) for o in outgoing]
         events = [ev.Event(ev.PROCESSED, self.address, message_key=row.key, run_id=self.run_id,
                            attempt=row.attempts + 1, data={
                                "result": _json_safe(result),
                                # Sends happen after this point: recovery scans SENT from here.
                                "history_point": self._cursor,
-                               "outgoing": [self._outgoing_data(o) for o in outgoing]})]
+                               "outgoing": journaled})]
         if suppressed:
             events.append(ev.Event(ev.LOOP_GUARDED, self.address, message_key=row.key,
                                    run_id=self.run_id, data={
@@ -432,7 +435,7 @@ class Pipeline:
         report.processed += 1
         self.on_step("processed", {"message": message, "outgoing": len(outgoing)})
         self.checkpoint("after_processed")
-        return self.send_outbox(row.key, report)
+        return self.send_outbox(row.key, report, journaled=journaled, history_point=self._cursor)
 
     def _reply_blockers(self, conversation: str | None, message: msg.Message,
                         handler_insists: bool) -> list[str]:
@@ -461,16 +464,28 @@ class Pipeline:
         }
 
     def send_outbox(self, key: str, report: CycleReport, *,
-                    since_history_id: str | None = None) -> bool:
-        """Send every queued message of `key` not yet journaled as sent. True when all are out."""
-        for i, item in enumerate(self.journal.unsent_outbox(key)):
+                    since_history_id: str | None = None,
+                    journaled: list[dict[str, Any]] | None = None,
+                    history_point: str | None = None) -> bool:
+        """Send every queued message of `key` not yet journaled as sent. True when all are out.
+
+        `journaled`: the outgoing messages just journaled for `key` (saves reading them back);
+        `since_history_id`: recovery's point to look for earlier sends before sending;
+        `history_point`: a history id known to precede these sends (saves a getProfile).
+        """
+        unsent = self.journal.unsent_outbox(key) if journaled is None or journaled else []
+        by_id = {o["outbox_id"]: o for o in journaled} if journaled else None
+        for i, item in enumerate(unsent):
             if i:
                 self.checkpoint("between_sends")
-            processed = self._outgoing_by_id(key)[item.outbox_id]
+            if by_id is None:
+                by_id = self._outgoing_by_id(key)
+            processed = by_id[item.outbox_id]
             try:
                 ref, recovered = send_exactly_once(
                     self.mailbox, _unb64(item.raw), item.thread_id, item.rfc_message_id,
                     item.outbox_id, since_history_id=since_history_id,
+                    history_point=history_point,
                     **({"sleep": self.sleep} if self.sleep else {}))
             except errors.MailboxRejected as exc:
                 self._send_refused(key, item, exc, report)

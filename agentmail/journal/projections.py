@@ -87,11 +87,18 @@ def _synced(conn: Connection, e: ev.Event) -> None:
 
 def _link_conversation(conn: Connection, e: ev.Event, own_id: str, linked: Iterable[str]) -> str:
     """Put `own_id` and every Message-ID it links to in one conversation; merge if needed."""
+    return _link(conn, e, own_id, linked)[0]
+
+
+def _link(conn: Connection, e: ev.Event, own_id: str,
+          linked: Iterable[str]) -> tuple[str, bool]:
+    """`_link_conversation`, also saying whether the conversation was created just now."""
     ids = list(dict.fromkeys([own_id, *linked]))
     rows = conn.execute(select(t.message_refs.c.rfc_message_id, t.message_refs.c.conversation_id)
                         .where(t.message_refs.c.rfc_message_id.in_(ids))).all()
     found = {cid for _, cid in rows}
-    if not found:
+    created = not found
+    if created:
         cid = conversation_id_for(own_id)
         conn.execute(insert(t.conversations).values(
             id=cid, participants="[]", message_count=0, created_seq=e.seq, last_seq=e.seq))
@@ -104,7 +111,7 @@ def _link_conversation(conn: Connection, e: ev.Event, own_id: str, linked: Itera
     if missing:
         conn.execute(insert(t.message_refs), [{"rfc_message_id": rid, "conversation_id": cid}
                                               for rid in missing])
-    return cid
+    return cid, created
 
 
 def _merge_conversations(conn: Connection, cids: set[str]) -> str:
@@ -159,9 +166,16 @@ def _add_message(conn: Connection, e: ev.Event, key: str, direction: str, state:
     d = e.data
     row = _message_row(key, e, d, direction, state)
     linked = [*d.get("references", []), *([d["in_reply_to"]] if d.get("in_reply_to") else [])]
-    row["conversation_id"] = _link_conversation(conn, e, d.get("message_id") or key, linked)
+    cid, created = _link(conn, e, d.get("message_id") or key, linked)
+    row["conversation_id"] = cid
     conn.execute(insert(t.messages).values(**row))
-    _refresh_conversation(conn, row["conversation_id"], e)
+    if created:  # its only message: no need to read the conversation back
+        people = {*json.loads(row["recipients"]), *([row["sender"]] if row["sender"] else [])}
+        conn.execute(update(t.conversations).where(t.conversations.c.id == cid).values(
+            message_count=1, first_at=row["sent_at"], last_at=row["sent_at"],
+            subject=row["subject"], participants=_dumps(sorted(people)), last_seq=e.seq))
+    else:
+        _refresh_conversation(conn, cid, e)
     _touch_account(conn, e)
 
 

@@ -32,6 +32,7 @@ def send_exactly_once(
     since_history_id: str | None = None,
     retry: base.RetryPolicy | None = None,
     record_point: Callable[[str], object] | None = None,
+    history_point: str | None = None,
 ) -> tuple[base.MessageRef, bool]:
     """Send ``raw`` unless it already went out; return ``(sent copy, found_already_sent)``.
 
@@ -39,14 +40,16 @@ def send_exactly_once(
     attempt (reconciliation passes it); by default the current one is taken now and
     handed to ``record_point`` before the first try, for the caller to journal it
     (the write-ahead rule: after a crash, reconciliation passes it back).
+    ``history_point``: a point the caller already journaled before this send (the
+    pipeline's sync cursor); used instead of asking the mailbox, without looking first.
     Raises :class:`~agentmail.errors.MailboxUnavailable` when every try failed and
     the message was not found among the sent mail, or when the provider asks to
     wait longer than the policy allows; :class:`~agentmail.errors.MailboxRejected`
     when the provider refuses the message.
     """
     policy = retry or base.RetryPolicy(attempts=attempts, sleep=sleep)
-    point = since_history_id or mailbox.history_point()
-    if record_point is not None and since_history_id is None:
+    point = since_history_id or history_point or mailbox.history_point()
+    if record_point is not None and since_history_id is None and history_point is None:
         record_point(point)
     # True once a send may have reached the provider: look before sending again.
     # An interrupted earlier attempt (since_history_id given) counts too.
