@@ -183,6 +183,8 @@ class Pipeline:
         if changes is None:
             report.full_sync = True
             changes = self.mailbox.list_unread(self.settings.max_messages * 100)
+        if self._cursor is None:  # first sync: its point was taken before listing
+            self._cursor = changes.history_id
         ids = list(dict.fromkeys(ref.id for ref in changes.added))
         known = self.journal.known_provider_ids(self.address, ids)
         new = [i for i in ids if i not in known]
