@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from agentmail.agent import Agent
 from agentmail.config import Settings
 from agentmail.emulator import Emulator
 from agentmail.journal.store import Journal
-from agentmail.mailbox.base import RetryPolicy
-from agentmail.mailbox.gmail import GmailMailbox, emulator_credentials
 from agentmail.services.runner import Run
-
-FAST_RETRY = RetryPolicy(attempts=5, base=0.001, cap=0.005)
+from tests.agents import Agents, agent_settings
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +29,7 @@ def journal(tmp_path: Path) -> Iterator[Journal]:
 
 @pytest.fixture
 def settings(tmp_path: Path, trust_emulator: Emulator) -> Settings:
-    return Settings(config_path=tmp_path / "agent_config.json", emulator=trust_emulator.url,
-                    db=str(tmp_path / "journal.db"), check_interval=0, backoff_base=0.01,
-                    backoff_max=0.05)
+    return agent_settings(tmp_path, trust_emulator.url)
 
 
 RunFactory = Callable[..., Run]
@@ -47,14 +39,6 @@ RunFactory = Callable[..., Run]
 def start_run(trust_emulator: Emulator, journal: Journal, settings: Settings
               ) -> Iterator[RunFactory]:
     """`start_run(address, agent=None, **settings)`: a live run of `address`, closed at the end."""
-    with ExitStack() as stack:
-        def start(address: str, agent: Agent | None = None, **overrides) -> Run:
-            mailbox = GmailMailbox(address, emulator_credentials(address),
-                                   api_endpoint=trust_emulator.url, retry=FAST_RETRY)
-            stack.callback(mailbox.close)
-            run = Run(journal=journal, mailbox=mailbox, agent=agent or Agent(address),
-                      settings=replace(settings, **overrides), sleep=lambda s: None)
-            stack.enter_context(run)
-            return run
-
-        yield start
+    agents = Agents(trust_emulator.url, journal, settings)
+    yield agents.run
+    agents.close()
