@@ -33,7 +33,9 @@ def demo(
     c.say()
     c.say(f"journal:  {result.journal_path}")
     c.say(f"emulator: {result.emulator_path}")
-    c.say(f"try: agentmail --db {result.journal_path} journal verify")
+    c.say(f"try:      agentmail --db {result.journal_path} history --thread "
+          f"{result.conversation_id} --events")
+    c.say(f"          agentmail --db {result.journal_path} journal verify")
 
 
 def register(app: typer.Typer) -> None:

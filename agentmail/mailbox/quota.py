@@ -16,7 +16,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-WINDOW_SECONDS = 60.0
+# Gmail's minute, plus a second: our clock starts counting a call before the server does,
+# so a window of exactly 60 s lets spending expire here a moment before it expires there.
+WINDOW_SECONDS = 61.0
 
 # Units per call for projects created since 2026-05-01 (gmail-api-notes §4); methods named
 # as the adapter names its calls. Unknown methods are charged DEFAULT_COST.
