@@ -92,3 +92,17 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(sqlite_journ
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+
+
+def test_alembic_upgrade_head_works_from_the_repo_root(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    db = tmp_path / "cli.db"
+    done = subprocess.run([sys.executable, "-m", "alembic", "-x", f"db={db}", "upgrade", "head"],
+                          cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with Journal.open(str(db)) as j:
+        assert schema.current_revision(j.engine) == schema.head_revision()
