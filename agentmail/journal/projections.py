@@ -237,6 +237,8 @@ def _sent(conn: Connection, e: ev.Event) -> None:
 
 
 def _failed(conn: Connection, e: ev.Event) -> None:
+    if e.message_key is None:  # a run's mailbox error: the journal keeps it, no message changes
+        return
     if e.data.get("stage") == "error_reply":
         # A refused error reply is given up, not retried; the rejection and its reason stand.
         _set_state(conn, e)

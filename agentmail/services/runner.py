@@ -156,6 +156,7 @@ class Run:
         self.cycles = 0
         self.recovered = ReconcileReport()
         self._last_heartbeat = 0.0
+        self._last_mailbox_error: tuple[Any, ...] | None = None
         self._is_alive = run_is_alive(settings, journal.clock)
         self._heartbeat = _Heartbeat(self)
 
@@ -204,14 +205,27 @@ class Run:
             if self._orphans():
                 self.recovered.actions.update(self.reconcile().actions)
             report = self.pipeline.cycle()
-        except errors.MailboxUnavailable as exc:
-            report = CycleReport(errors=[f"mailbox unavailable: {exc}"])
-            log.warning("%s: mailbox unavailable, will retry next cycle: %s",
-                        self.mailbox.address, exc)
+        except errors.MailboxError as exc:  # AuthError still stops the run: it needs a person
+            report = CycleReport(errors=[f"mailbox: {exc}"])
+            log.warning("%s: mailbox error, will retry next cycle: %s", self.mailbox.address, exc)
+            self._journal_mailbox_error(exc)
+        else:
+            self._last_mailbox_error = None
         self.cycles += 1
         self.totals.add(report)
         self.on_cycle(self.cycles, report)
         return report
+
+    def _journal_mailbox_error(self, exc: errors.MailboxError) -> None:
+        """Journal the start of an outage (and each change of error), not every failed poll."""
+        signature = (type(exc).__name__, exc.status, exc.reason)
+        if signature == self._last_mailbox_error:
+            return
+        self._last_mailbox_error = signature
+        self.journal.append(ev.Event(ev.FAILED, self.mailbox.address, run_id=self.run_id, data={
+            "stage": "mailbox", "error_class": type(exc).__name__, "error": str(exc)[:2000],
+            "status": exc.status, "reason": exc.reason,
+            "retryable": isinstance(exc, errors.MailboxUnavailable)}))
 
     def loop(self, options: RunOptions) -> RunResult:
         self.pipeline.stop_requested = options.stop

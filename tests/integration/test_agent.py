@@ -228,3 +228,19 @@ def test_the_seed_projects_extension_example_runs(tmp_path, emulator, monkeypatc
     MyCustomAgent(BOB, config_path=str(config)).run(iterations=1, emulator=emulator.url)
     [reply] = _inbox(emulator, ALICE)
     assert reply["subject"] == "Re: seed"
+
+
+def test_a_mailbox_that_refuses_calls_is_reported_and_journaled_not_fatal(agents, emulator,
+                                                                         journal):
+    bob = agents.run(BOB)
+    emulator.set_faults(error_rate=1.0, error_codes=[403], methods=["gmail.users.messages.list",
+                                                                    "gmail.users.history.list"])
+    first, second = bob.cycle(), bob.cycle()
+    assert first.errors and second.errors  # reported each cycle, the loop goes on
+    failures = [e for e in journal.events_since(0) if e.kind == ev.FAILED]
+    assert len(failures) == 1  # one outage, journaled once
+    assert failures[0].data["stage"] == "mailbox" and failures[0].message_key is None
+    emulator.set_faults(error_rate=0.0)
+    delivered = _deliver(emulator, ALICE, BOB, "after the outage")
+    bob.cycle()
+    assert journal.message(ev.message_key(BOB, delivered["id"])).state == "acked"
