@@ -36,14 +36,16 @@ def _read(process, working: threading.Event, lines: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_random_kills_lose_nothing_and_repeat_no_reply(lab):
-    rng = random.Random(SEED)
+@pytest.mark.parametrize("workers", [1, 4], ids=["one-worker", "four-workers"])
+def test_random_kills_lose_nothing_and_repeat_no_reply(lab, workers):
+    rng = random.Random(SEED + workers)
+    parallel = ("--concurrency", str(workers))
     lab.send_requests(BACKLOG)
     lab.emulator.set_faults(**FAULTS, seed=SEED)
     began = time.monotonic()
     recoveries: list[str] = []
     for _ in range(KILLS):
-        process = lab.spawn()
+        process = lab.spawn(*parallel)
         working, lines = threading.Event(), []
         reader = threading.Thread(target=_read, args=(process, working, lines), daemon=True)
         reader.start()
@@ -62,12 +64,12 @@ def test_random_kills_lose_nothing_and_repeat_no_reply(lab):
         lab.emulator.set_faults(**FAULTS)
 
     lab.emulator.clear_faults()
-    final = lab.run("-n", "3", timeout=120)
+    final = lab.run("-n", "3", *parallel, timeout=120)
     assert final.returncode == 0, final.stdout + final.stderr
     recoveries += [line for line in final.stdout.splitlines() if line.startswith("recovery:")]
     lab.check_all_done()
     elapsed = time.monotonic() - began
     repaired = [r for r in recoveries if "nothing to repair" not in r]
-    print(f"\n{len(lab.requests)} requests, {KILLS} kills, {len(repaired)} restarts repaired "
-          f"something, {elapsed:.1f} s")
+    print(f"\n{workers} worker(s): {len(lab.requests)} requests, {KILLS} kills, "
+          f"{len(repaired)} restarts repaired something, {elapsed:.1f} s")
     assert len(repaired) >= 3  # the kills did land mid-work
