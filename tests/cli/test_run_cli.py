@@ -96,3 +96,26 @@ def test_demo_completes_and_says_where_its_files_are(tmp_path):
     # one request and one reply, each a sent copy and a received copy, both received ones acked
     assert sorted((r.direction, r.state) for r in rows) == [
         ("in", "acked"), ("in", "acked"), ("out", "sent"), ("out", "sent")]
+
+
+def test_a_second_run_of_a_live_mailbox_exits_2_with_a_clear_message(tmp_path, emulator):
+    db = tmp_path / "j.db"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "agentmail", "--db", str(db), "run", "--email", BOB,
+         "--emulator", emulator.url, "--interval", "0.2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if db.exists():
+                with Journal.open(str(db)) as j:
+                    if j.live_run(BOB) is not None:
+                        break
+            time.sleep(0.1)
+        second = run_cli("--db", str(db), "run", "--email", BOB, "--once",
+                         "--emulator", emulator.url)
+        assert second.exit_code == 2
+        assert "already being processed" in second.output and str(first.pid) in second.output
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=20)
