@@ -84,20 +84,31 @@ class Agent:
         """
         outbox = self._outbox()
         outbox.allow_auto_reply = outbox.allow_auto_reply or allow_auto_reply
+        salt = outbox.salt
+        if message.key != outbox.source.key:
+            # Answering an earlier message while handling another one: the Message-ID must
+            # differ from what handling that earlier message itself produced.
+            salt += f"|while:{outbox.source.message_id or outbox.source.key}"
         out = msg.compose_reply(message, from_addr=outbox.agent_address, payload=payload,
-                                index=outbox.next_index(), salt=outbox.salt)
+                                index=outbox.next_index(), salt=salt)
         outbox.items.append(out)
         return out.message_id
 
     def send_message(self, to: str | list[str], subject: str, payload: Any) -> str:
-        """Queue a new request to `to`; returns its Message-ID. Sent after the handler returns."""
+        """Queue a new request to `to`; returns its Message-ID. Sent after the handler returns.
+
+        The request belongs to the conversation of the message being handled: its References
+        name that conversation, so the answer threads back to it in every journal.
+        """
         outbox = self._outbox()
+        source = outbox.source
         out = msg.compose_request(
             from_addr=outbox.agent_address, to=to, subject=subject, payload=payload,
-            message_id=msg.make_message_id(outbox.source.message_id or outbox.source.key,
+            message_id=msg.make_message_id(source.message_id or source.key,
                                            outbox.agent_address, outbox.next_index(),
                                            salt=outbox.salt),
-            index=outbox.next_index())
+            index=outbox.next_index(),
+            references=[*source.references, *([source.message_id] if source.message_id else [])])
         outbox.items.append(out)
         return out.message_id
 

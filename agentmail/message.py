@@ -659,14 +659,21 @@ def compose_request(*, from_addr: str, to: str | Sequence[str], subject: str, pa
                     message_id: str | None = None, index: int = 0, cc: str | Sequence[str] = (),
                     extra_headers: Mapping[str, str] | None = None, thread_id: str | None = None,
                     max_recipients: int = MAX_RECIPIENTS, date: datetime | None = None,
-                    limits: ParseLimits = ParseLimits()) -> Outgoing:
-    """A new request (a new conversation) carrying `payload`; a fresh Message-ID unless given."""
+                    limits: ParseLimits = ParseLimits(), references: Sequence[str] = ()
+                    ) -> Outgoing:
+    """A new request carrying `payload`; a fresh Message-ID unless given.
+
+    `references`: the Message-IDs of the conversation it belongs to, when it is asked on
+    behalf of another message (a request to a third agent); empty starts a conversation.
+    """
     if message_id is None:
         message_id = new_request_message_id(from_addr, index)
     elif not isinstance(message_id, str) or not _MSG_ID.fullmatch(message_id) or "@" not in message_id:
         raise errors.OutgoingRejected(f"invalid Message-ID {message_id!r}: expected <left@right>")
     return _compose(from_addr=from_addr, to=_as_list(to), cc=_as_list(cc), subject=subject,
-                    payload=payload, message_id=message_id, in_reply_to=None, references=(),
+                    payload=payload, message_id=message_id, in_reply_to=None,
+                    references=tuple(r for r in references if _MSG_ID.fullmatch(r))[
+                        -limits.max_references:],
                     thread_id=thread_id, auto_submitted=AUTO_GENERATED,
                     extra_headers=extra_headers, max_recipients=max_recipients, date=date,
                     limits=limits)
