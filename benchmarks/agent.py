@@ -21,7 +21,7 @@ the requester's `messages.send` returned, the ack time the `acked` event's `at`.
 CPU seconds are the agent process's and this process's (the emulator, plus the
 trickle's requester) over the timed phase: which side was the bottleneck.
 
-Scenarios, with their sizes at `--scale 1` (the issue's; a full run takes about
+Scenarios, with their sizes at `--scale 1` (the targeted ones; a full run takes about
 five minutes on two cores):
 
 - noop          1,000-message backlog, a handler that does nothing
@@ -33,7 +33,7 @@ five minutes on two cores):
 - backlog-10k   10,000-message noop backlog, for peak RSS (flat vs noop's)
 - idle          five polls of a mailbox with nothing new
 
-Prints a table, the issue's targets next to the measured figures (PASS/MISS), and
+Prints a table, the performance targets next to the measured figures (PASS/MISS), and
 one JSON document (`"benchmark": "agent"`).
 """
 
@@ -68,7 +68,7 @@ TRICKLE_PHASE = (0.05, 0.9)  # seconds from an ack to the next trickle send, uni
 TRICKLE_ACK_WAIT = 15.0  # seconds to wait for an ack before sending the next one anyway
 FLAT_RSS_GROWTH = 0.10  # 10,000 vs 1,000 messages: "flat" is at most 10 % more
 
-# The issue's targets (issue 8, "Targets on this 2-core machine").
+# The performance targets on a 2-core machine.
 TARGET_UNITS_NO_REPLY = 22.0
 TARGET_UNITS_REPLY = 122.0
 TARGET_UNITS_TRICKLE = 32.0
@@ -507,7 +507,7 @@ def run_scenario(scenario: Scenario, *, scale: float, workdir: Path,
 
 
 def quota_fraction(units: int, messages: int, seconds: float, limit: int) -> dict[str, Any]:
-    """Throughput as a fraction of the quota-bound maximum, as the issue defines it.
+    """Throughput as a fraction of the quota-bound maximum (units per minute over units per message).
 
     max messages/min = limit ÷ units per message, so the fraction is units spent per minute ÷
     limit. The emulator's limit is a rolling minute, which lets a client spend a whole
@@ -537,7 +537,7 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 # --- targets -----------------------------------------------------------------------------
 
 def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets next to the measured figures; ok None when not measurable here."""
+    """The performance targets next to the measured figures; ok None when not measurable here."""
     rows: list[dict[str, Any]] = []
 
     def check(scenario: str, target: str, measured: Any, ok: Callable[[Any], bool],

@@ -1,6 +1,6 @@
 """A corpus of hostile and odd mail, inserted as is: each ends acked or rejected as expected.
 
-Every case is a message a sender could write (issue 7, items 1-5). They all go into one
+Every case is a message a sender could write (sender trust, limits, parsing, rejection, loops). They all go into one
 mailbox; one run processes them; then each is checked against its expected outcome.
 """
 

@@ -1,7 +1,7 @@
 """Generated mail (hypothesis): arbitrary bytes and random mixes of hostile ingredients.
 
 One run per test serves every example (fresh message each), so the suite stays fast; the
-properties are the issue's: the run never crashes, each message ends acked or rejected, an
+properties are the ones users rely on: the run never crashes, each message ends acked or rejected, an
 unauthenticated sender is never answered and never reaches the handler.
 """
 
