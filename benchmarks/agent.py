@@ -655,7 +655,7 @@ def table(results: dict[str, dict[str, Any]], checks: list[dict[str, Any]]) -> s
                      f"{r['emulator_cpu_seconds']:g} s")
         lines.append(f"  {name:<13} {calls}  [{'; '.join(extra)}]")
     lines.append("")
-    lines.append("targets (issue 8):")
+    lines.append("targets:")
     width = max((len(c["target"]) for c in checks), default=10)
     for c in checks:
         verdict = {True: "PASS", False: "MISS", None: "n/a "}[c["ok"]]
