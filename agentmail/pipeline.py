@@ -14,7 +14,6 @@ import json
 import logging
 import queue
 import random
-import re
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,16 +34,13 @@ from agentmail.mailbox.delivery import send_exactly_once
 log = logging.getLogger(__name__)
 
 TRACEBACK_LINES = 12  # of a failing handler, kept in the journal
-DIAGNOSTIC_CHARS = 500  # of a bounce's diagnostic, kept in its delivery_failed event
+SYSTEM_UNREAD = "UNREAD"
 ERROR_REPLY_SALT = "error_reply"  # keeps error replies' Message-IDs apart from the handler's
 ERROR_TEXTS = {
     "invalid_json": "the message body is not valid JSON",
     "json_too_deep": "the JSON payload is nested too deeply",
     "too_large": "the message or its JSON payload is too large",
 }
-_DSN_FIELD = re.compile(rb"^(Diagnostic-Code|Status|Action|Final-Recipient):[ \t]*(.*(?:\r?\n[ \t].*)*)",
-                        re.IGNORECASE | re.MULTILINE)
-SYSTEM_UNREAD = "UNREAD"
 
 StepListener = Callable[[str, dict[str, Any]], None]
 Outcome = tuple[Any, Outbox] | Exception  # what a handler returned, or raised
@@ -115,16 +111,6 @@ def trust_policy(settings: Settings) -> policy.TrustPolicy:
         error_replies=settings.error_replies, allow_to=settings.allow_to,
         answer_agent_requests=settings.answer_agent_requests,
     )
-
-
-def bounce_diagnostic(raw: bytes) -> dict[str, str]:
-    """Status, Action, Final-Recipient and Diagnostic-Code of a DSN, as far as present."""
-    found: dict[str, str] = {}
-    for name, value in _DSN_FIELD.findall(raw[:1_000_000]):
-        key = name.decode("ascii").lower().replace("-", "_")
-        text = " ".join(value.decode("utf-8", "replace").split())[:DIAGNOSTIC_CHARS]
-        found.setdefault(key, text)
-    return found
 
 
 class Pipeline:
@@ -246,7 +232,7 @@ class Pipeline:
                                   run_id=self.run_id, data={
                                       "bounce_key": message.key, "message_id": target,
                                       "bounce_sender": message.sender,
-                                      "diagnostic": bounce_diagnostic(raw)}))
+                                      "diagnostic": policy.bounce_diagnostic(raw)}))
         elif verdict.may_reply:
             reply = self._error_reply(message, verdict)
             if reply is not None:

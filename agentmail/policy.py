@@ -428,3 +428,20 @@ def check_recipients(outgoing: msg.Outgoing, policy: TrustPolicy) -> None:
     if refused:
         raise errors.OutgoingRejected(
             f"recipient(s) {', '.join(refused)} are not in the allow_to list; nothing was sent")
+
+
+# --- bounces ------------------------------------------------------------------------------------
+
+DIAGNOSTIC_CHARS = 500  # of a bounce's diagnostic, kept in its delivery_failed event
+_DSN_FIELD = re.compile(rb"^(Diagnostic-Code|Status|Action|Final-Recipient):[ \t]*(.*(?:\r?\n[ \t].*)*)",
+                        re.IGNORECASE | re.MULTILINE)
+
+
+def bounce_diagnostic(raw: bytes) -> dict[str, str]:
+    """Status, Action, Final-Recipient and Diagnostic-Code of a DSN, as far as present."""
+    found: dict[str, str] = {}
+    for name, value in _DSN_FIELD.findall(raw[:1_000_000]):
+        key = name.decode("ascii").lower().replace("-", "_")
+        text = " ".join(value.decode("utf-8", "replace").split())[:DIAGNOSTIC_CHARS]
+        found.setdefault(key, text)
+    return found
