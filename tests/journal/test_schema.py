@@ -106,3 +106,18 @@ def test_alembic_upgrade_head_works_from_the_repo_root(tmp_path):
     assert done.returncode == 0, done.stderr
     with Journal.open(str(db)) as j:
         assert schema.current_revision(j.engine) == schema.head_revision()
+
+
+def test_an_older_journal_is_upgraded_on_open_and_keeps_its_events(journal_url):
+    from tests.journal.history import fetched
+
+    engine = make_engine(journal_url)
+    command.upgrade(schema.alembic_config(engine), "0001")  # as an earlier agentmail left it
+    engine.dispose()
+    with Journal(make_engine(journal_url)) as old:
+        old.append(fetched("a@example.com", "m1"))
+    with Journal.open(journal_url) as j:
+        assert schema.current_revision(j.engine) == schema.head_revision() != "0001"
+        assert j.message("a@example.com:m1").state == "pending"
+        assert "ix_messages_thread_id" in {i["name"] for i in inspect(j.engine).get_indexes(
+            "messages")}
