@@ -261,14 +261,14 @@ class Api:
                 if not isinstance(settings, dict):
                     raise ValueError("expected a JSON object")
                 return json_response(200, self.faults.update(**settings))
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, RecursionError) as exc:
                 raise errors.invalid(f"Invalid fault settings: {exc}") from None
         if (verb, name) == ("POST", "history/expire"):
             email = (params.get("email") or [None])[0]
             if body.strip():
                 try:
                     email = json.loads(body).get("email", email)
-                except (ValueError, AttributeError):
+                except (ValueError, AttributeError, RecursionError):
                     raise errors.invalid("Invalid JSON payload received.") from None
             self.store.expire_history(email.lower() if email else None)
             return json_response(200, {})

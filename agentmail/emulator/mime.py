@@ -3,6 +3,13 @@
 Parsing happens once when a message is stored (:func:`summarize`); the
 MessagePart tree is built only for ``format=full|metadata`` and cached by the
 store, since a stored message never changes.
+
+MIME nesting is bounded: the standard library's parser recurses once per
+level (``multipart/*`` and ``message/*``), so a message nested a thousand
+levels deep would end in a RecursionError. :func:`parse` parses a part on
+level :data:`MAX_MIME_DEPTH` as a leaf whose body is everything inside it
+(the message is still stored whole, as Gmail stores it), so every walk over
+the tree is bounded too.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import email
+import email.feedparser
 import email.policy
 import email.utils
 import html
@@ -22,6 +30,7 @@ from typing import Any
 SNIPPET_CHARS = 200
 SEARCH_TEXT_CHARS = 20000
 ATTACHMENT_PREFIX = "ANGjdJ"
+MAX_MIME_DEPTH = 100  # levels of multipart/message nesting parsed (Postfix's default limit)
 
 _B64_OK = re.compile(rb"^[A-Za-z0-9_\-+/]*={0,2}$")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
@@ -94,8 +103,39 @@ def addresses(value: str) -> list[str]:
 
 # -- summary for indexing ----------------------------------------------------------
 
-def parse(raw: bytes) -> Message:
-    return email.message_from_bytes(raw, policy=email.policy.compat32)
+class _BoundedFeedParser(email.feedparser.FeedParser):
+    """The standard FeedParser, except that a part on level ``max_depth`` of the
+    tree (the top is level 1) is parsed headers-only: its body, nested parts and
+    all, stays one string, so the tree is at most ``max_depth`` levels deep.
+
+    ``_parsegen`` is called once per part, recursively, with the enclosing
+    messages on ``_msgstack``; the headers-only mode reads the part's body up to
+    the enclosing boundary without descending into it.
+    """
+
+    max_depth = MAX_MIME_DEPTH
+
+    def _parsegen(self):  # type: ignore[no-untyped-def]
+        if len(self._msgstack) < self.max_depth - 1:
+            return super()._parsegen()
+        return self._leafgen()
+
+    def _leafgen(self):  # type: ignore[no-untyped-def]
+        self._headersonly = True
+        try:
+            yield from super()._parsegen()
+        finally:
+            self._headersonly = False
+
+
+def parse(raw: bytes, max_depth: int = MAX_MIME_DEPTH) -> Message:
+    """``raw`` as a Message tree at most ``max_depth`` levels deep (as
+    ``email.message_from_bytes`` with the compat32 policy otherwise)."""
+    parser = _BoundedFeedParser(policy=email.policy.compat32)
+    parser.max_depth = max_depth
+    parser.feed(raw.decode("ascii", "surrogateescape"))
+    return parser.close()
+
 
 
 def summarize(raw: bytes) -> dict[str, Any]:

@@ -32,6 +32,7 @@ _IS = {"unread": "UNREAD", "starred": "STARRED", "important": "IMPORTANT", "sent
 _UNITS_MS = {"h": 3600_000, "d": 86400_000, "w": 7 * 86400_000, "m": 30 * 86400_000,
              "y": 365 * 86400_000}
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024}
+MAX_NESTING = 50  # groups and negations inside each other; deeper is a 400, not a RecursionError
 
 
 def fold_label(name: str) -> str:
@@ -80,6 +81,7 @@ class _Parser:
     def __init__(self, q: str) -> None:
         self.toks = list(_tokens(q))
         self.pos = 0
+        self.depth = 0
 
     def peek(self) -> str | None:
         return self.toks[self.pos][0] if self.pos < len(self.toks) else None
@@ -109,6 +111,24 @@ class _Parser:
 
     def unary(self, closer: str | None) -> tuple:
         kind, value = self.take()
+        if kind in ("not", "(", "{"):
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise errors.invalid("Invalid query: nested too deeply")
+            try:
+                return self.nested(kind, closer)
+            finally:
+                self.depth -= 1
+        if kind == "or":
+            return ("word", "or")
+        if kind == "word":
+            return ("word", value)
+        op, sep, arg = value.partition(":")
+        if sep and op and arg:
+            return ("op", op.lower(), arg)
+        return ("word", value)
+
+    def nested(self, kind: str, closer: str | None) -> tuple:
         if kind == "not":
             if self.peek() in (None, closer):
                 return ("word", "-")
@@ -118,19 +138,10 @@ class _Parser:
             if self.peek() == ")":
                 self.take()
             return inner
-        if kind == "{":
-            inner = self.conjunction("}")
-            if self.peek() == "}":
-                self.take()
-            return ("or", inner[1])
-        if kind == "or":
-            return ("word", "or")
-        if kind == "word":
-            return ("word", value)
-        op, sep, arg = value.partition(":")
-        if sep and op and arg:
-            return ("op", op.lower(), arg)
-        return ("word", value)
+        inner = self.conjunction("}")
+        if self.peek() == "}":
+            self.take()
+        return ("or", inner[1])
 
 
 def parse(q: str) -> tuple:

@@ -65,7 +65,7 @@ class Call:
             return {}
         try:
             value = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise errors.invalid("Invalid JSON payload received.") from exc
         if not isinstance(value, dict):
             raise errors.invalid("Invalid JSON payload received. Expected an object.")

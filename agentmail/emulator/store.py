@@ -169,6 +169,49 @@ class Store:
                 db.execute(f"DELETE FROM {table}")
             self._payloads.clear()
 
+    def check(self) -> list[str]:
+        """What is inconsistent in the store (empty when all is well).
+
+        Checks SQLite's own integrity, each account's counters against its
+        messages, historyIds never behind the records, and the label index
+        (``message_labels``) against the labels column of every message.
+        """
+        problems: list[str] = []
+        with self._lock:
+            db = self._db
+            verdict = db.execute("PRAGMA integrity_check").fetchone()[0]
+            if verdict != "ok":
+                problems.append(f"sqlite integrity: {verdict}")
+            for email, total, threads, history_id in db.execute(
+                    "SELECT email, messages_total, threads_total, history_id FROM accounts"
+            ).fetchall():
+                count, thread_count, newest = db.execute(
+                    "SELECT COUNT(*), COUNT(DISTINCT thread_id), MAX(history_id) "
+                    "FROM messages WHERE account = ?", (email,)).fetchone()
+                if (count, thread_count) != (total, threads):
+                    problems.append(f"{email}: totals {total}/{threads}, "
+                                    f"stored {count}/{thread_count}")
+                last_record = db.execute("SELECT MAX(id) FROM history WHERE account = ?",
+                                         (email,)).fetchone()[0]
+                if max(newest or 0, last_record or 0) > history_id:
+                    problems.append(f"{email}: historyId {history_id} behind its records")
+            known = {(a, i) for a, i in db.execute("SELECT account, id FROM labels")}
+            index = set(db.execute("SELECT account, label_id, seq FROM message_labels"))
+            column = set()
+            for seq, account, labels in db.execute("SELECT seq, account, labels FROM messages"):
+                for label in labels.split():
+                    column.add((account, label, seq))
+                    if label not in SYSTEM_LABELS and (account, label) not in known:
+                        problems.append(f"{account}: message {seq} has unknown label {label}")
+            if index != column:
+                problems.append(f"label index differs from messages: "
+                                f"{len(index - column)} extra, {len(column - index)} missing")
+            orphans = db.execute("SELECT COUNT(*) FROM messages WHERE account NOT IN "
+                                 "(SELECT email FROM accounts)").fetchone()[0]
+            if orphans:
+                problems.append(f"{orphans} messages without an account")
+        return problems
+
     # -- labels --------------------------------------------------------------------
 
     def _user_labels(self, db: sqlite3.Connection, email: str) -> list[dict[str, Any]]:
@@ -232,8 +275,8 @@ class Store:
             label_id = f"Label_{number}"
             db.execute("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?)", (
                 email, label_id, name, query.fold_label(name),
-                body.get("messageListVisibility") or "show",
-                body.get("labelListVisibility") or "labelShow",
+                _visibility(body, "messageListVisibility") or "show",
+                _visibility(body, "labelListVisibility") or "labelShow",
                 _color_text(body.get("color"))))
         return self.get_label(email, label_id)
 
@@ -261,9 +304,9 @@ class Store:
                 self._check_clash(db, email, name, label_id)
             else:
                 name = row["name"]
-            mlv = body.get("messageListVisibility") or (
+            mlv = _visibility(body, "messageListVisibility") or (
                 row["message_list_visibility"] if patch else "show")
-            llv = body.get("labelListVisibility") or (
+            llv = _visibility(body, "labelListVisibility") or (
                 row["label_list_visibility"] if patch else "labelShow")
             color = _color_text(body["color"]) if "color" in body else (
                 row["color"] if patch else None)
@@ -676,10 +719,25 @@ def _label_name(value: Any) -> str:
     return value.strip()
 
 
+_VISIBILITIES = {"messageListVisibility": ("show", "hide"),
+                 "labelListVisibility": ("labelShow", "labelShowIfUnread", "labelHide")}
+
+
+def _visibility(body: dict[str, Any], field: str) -> str | None:
+    """A label's visibility field from a request body (None when absent); enums only."""
+    value = body.get(field)
+    if value is None or value == "":
+        return None
+    if value not in _VISIBILITIES[field]:
+        raise errors.invalid(f"Invalid value for {field}: {value!r}"[:200])
+    return value
+
+
 def _color_text(color: Any) -> str | None:
     if color is None:
         return None
-    if not isinstance(color, dict):
+    if not isinstance(color, dict) or not all(
+            isinstance(color.get(k, ""), str) for k in ("textColor", "backgroundColor")):
         raise errors.invalid("Invalid label color")
     return f"{color.get('textColor', '')} {color.get('backgroundColor', '')}"
 

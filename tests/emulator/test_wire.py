@@ -166,3 +166,17 @@ def test_chunked_request_body(emulator):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200 OK")
     assert b'"name": "chunky"' in answer
+
+
+def test_label_fields_of_the_wrong_kind_are_400s(client):
+    labels = "/gmail/v1/users/me/labels"
+    status, _, label = client.request("POST", labels, {"name": fresh_address("lbl")})
+    assert status == 200
+    for body in ({"messageListVisibility": ["show"]}, {"labelListVisibility": "sometimes"},
+                 {"color": {"textColor": 5}}, {"color": "red"}):
+        assert_error(client.request("PATCH", f"{labels}/{label['id']}", body), 400,
+                     "invalidArgument")
+        assert_error(client.request("POST", labels, {"name": fresh_address("x"), **body}), 400)
+    status, _, patched = client.request("PATCH", f"{labels}/{label['id']}",
+                                        {"labelListVisibility": "labelShowIfUnread"})
+    assert status == 200 and patched["labelListVisibility"] == "labelShowIfUnread"
