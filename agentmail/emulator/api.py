@@ -169,7 +169,8 @@ class Api:
             match = routes.match(verb, path)
             account = bearer_account(headers)
             if account is None:
-                raise errors.unauthenticated()
+                raise errors.unauthenticated(missing=not (
+                    headers.get("Authorization") or headers.get("authorization")))
             user = _user(match.path.pop("userId", "me"), account)
             if not slot_held and not self.gate.acquire(user):
                 raise errors.rate_limited("Too many concurrent requests for user")

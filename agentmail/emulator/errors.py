@@ -27,10 +27,11 @@ class ApiError(Exception):
 
     def __init__(self, code: int, message: str, reason: str, *, domain: str = "global",
                  status: str | None = None, extra: dict[str, str] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.detail = detail or message  # errors[0].message, when it differs from message
         self.reason = reason
         self.domain = domain
         self.status = status or STATUS_BY_CODE.get(code, "UNKNOWN")
@@ -38,7 +39,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        item = {"message": self.message, "domain": self.domain, "reason": self.reason,
+        item = {"message": self.detail, "domain": self.domain, "reason": self.reason,
                 **self.extra}
         return {"error": {"code": self.code, "message": self.message, "errors": [item],
                           "status": self.status}}
@@ -55,14 +56,20 @@ def not_found() -> ApiError:
     return ApiError(404, "Requested entity was not found.", "notFound")
 
 
-def unauthenticated() -> ApiError:
-    return ApiError(
-        401,
-        "Request had invalid authentication credentials. Expected OAuth 2 access token, "
-        "login cookie or other valid authentication credential. "
-        "See https://developers.google.com/identity/sign-in/web/devconsole-project.",
-        "authError", status="UNAUTHENTICATED",
-        extra={"location": "Authorization", "locationType": "header"})
+def unauthenticated(missing: bool = False) -> ApiError:
+    """Google's 401: no Authorization header at all, or a token it does not accept."""
+    see = ("Expected OAuth 2 access token, login cookie or other valid authentication "
+           "credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.")
+    if missing:
+        return ApiError(401, f"Request is missing required authentication credential. {see}",
+                        "required", detail="Login Required.",
+                        extra={"location": "Authorization", "locationType": "header"},
+                        headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'})
+    return ApiError(401, f"Request had invalid authentication credentials. {see}", "authError",
+                    detail="Invalid Credentials",
+                    extra={"location": "Authorization", "locationType": "header"},
+                    headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", '
+                                                 'error="invalid_token"'})
 
 
 def forbidden(message: str) -> ApiError:

@@ -215,8 +215,9 @@ def _part(part: Message, part_id: str, message_id: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "partId": part_id, "mimeType": part.get_content_type(),
         "filename": _filename(part),
-        "headers": [{"name": k, "value": header_value(v)} for k, v in part.items()],
     }
+    if part.items():
+        out["headers"] = [{"name": k, "value": header_value(v)} for k, v in part.items()]
     if part.is_multipart():
         out["body"] = {"size": 0}
         prefix = f"{part_id}." if part_id else ""
@@ -236,14 +237,14 @@ def _part(part: Message, part_id: str, message_id: str) -> dict[str, Any]:
 def headers_only(raw: bytes, wanted: list[str] | None) -> dict[str, Any]:
     """The ``payload`` of ``format=metadata``: top-level headers, filtered if asked."""
     end = _HEADER_END.search(raw)
-    msg = email.message_from_bytes(raw[:end.end()] if end else raw,
-                                   policy=email.policy.compat32)
+    msg = parse(raw[:end.end()] if end else raw, max_depth=1)  # the body stays unparsed
     keep = {w.lower() for w in wanted} if wanted else None
-    return {
-        "partId": "", "mimeType": msg.get_content_type(), "filename": "",
-        "headers": [{"name": k, "value": header_value(v)} for k, v in msg.items()
-                    if keep is None or k.lower() in keep],
-    }
+    out: dict[str, Any] = {"partId": "", "mimeType": msg.get_content_type(), "filename": ""}
+    headers = [{"name": k, "value": header_value(v)} for k, v in msg.items()
+               if keep is None or k.lower() in keep]
+    if headers:  # empty lists are left out, as everywhere in Gmail's JSON
+        out["headers"] = headers
+    return out
 
 
 def attachment_id(message_id: str, part_id: str) -> str:

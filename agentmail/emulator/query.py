@@ -167,7 +167,8 @@ class Compiled:
         tree = parse(q)
         self.predicate: Predicate = _compile(tree, ctx)
         self.required_labels = _required_labels(tree, ctx)  # every match carries these
-        self.spam_trash = _mentions_spam_trash(tree)  # asks for SPAM/TRASH explicitly
+        # SPAM/TRASH asked for by a positive term (``in:trash``; ``-in:trash`` asks for neither)
+        self.unhidden = _unhidden(tree, ctx)
         self.needs_text = _needs_text(tree)  # reads the search_text column
         self.message_id = _required_message_id(tree)  # a top-level rfc822msgid: term
         # nothing but label terms: required_labels alone decides (no row fields needed)
@@ -321,12 +322,22 @@ def _required_labels(tree: tuple, ctx: Context) -> set[str]:
     return out
 
 
-def _mentions_spam_trash(node: tuple) -> bool:
+def _unhidden(node: tuple, ctx: Context, negated: bool = False) -> set[str]:
+    """The hidden-by-default labels (SPAM, TRASH) a query asks for by name.
+
+    Only positive mentions count: ``in:trash`` or ``label:spam`` show what is
+    otherwise left out without ``includeSpamTrash``, ``in:anywhere`` shows both,
+    while ``-in:trash`` leaves SPAM hidden, as in Gmail's search box.
+    """
     kind = node[0]
     if kind in ("and", "or"):
-        return any(_mentions_spam_trash(n) for n in node[1])
+        return set().union(*(_unhidden(n, ctx, negated) for n in node[1]))
     if kind == "not":
-        return _mentions_spam_trash(node[1])
-    if kind == "op" and node[1] in ("in", "label", "is"):
-        return node[2].lower() in ("trash", "spam", "anywhere")
-    return False
+        return _unhidden(node[1], ctx, not negated)
+    if negated or kind != "op" or node[1] not in ("in", "label", "is"):
+        return set()
+    low = node[2].lower()
+    if node[1] == "in" and low == "anywhere":
+        return {"SPAM", "TRASH"}
+    label = (_IN if node[1] == "in" else _IS).get(low) if node[1] != "label" else None
+    return {label or _label_id(node[2], ctx)} & {"SPAM", "TRASH"}

@@ -297,7 +297,7 @@ def messages_send(call: Call) -> Result:
     raw = _raw(body, MAX_SEND_BYTES)
     sent = call.store.send(call.account, raw, thread_id=_thread_id(body),
                            rewrite_message_id=call.rewrite_message_id())
-    return 200, {"id": sent["id"], "threadId": sent["thread_id"], "labelIds": sent["labels"]}
+    return 200, _minimal(sent)
 
 
 def _insert(call: Call, *, date_from_header_default: bool) -> Result:
@@ -310,7 +310,7 @@ def _insert(call: Call, *, date_from_header_default: bool) -> Result:
     labels = _id_list(body.get("labelIds"), "labelIds", MAX_LABEL_IDS)
     row = call.store.insert(call.account, raw, label_ids=labels, thread_id=_thread_id(body),
                             date_from_header=from_header)
-    return 200, {"id": row["id"], "threadId": row["thread_id"], "labelIds": row["labels"]}
+    return 200, _minimal(row)  # no labelIds key when inserted without labels
 
 
 def messages_insert(call: Call) -> Result:

@@ -548,7 +548,7 @@ class Store:
         """Matching messages, newest first (rows without raw)."""
         compiled = query.Compiled(q or "", query.Context(email, self.label_fold_map(email)))
         required = set(label_ids) | compiled.required_labels
-        hide = set() if include_spam_trash or compiled.spam_trash else HIDDEN_BY_DEFAULT
+        hide = set() if include_spam_trash else HIDDEN_BY_DEFAULT - compiled.unhidden
         hide -= set(label_ids)
         if compiled.label_only:
             return self._search_labels(email, required, hide)

@@ -116,7 +116,7 @@ class Account:
 
     def headers(self, message_id: str) -> list[tuple[str, str]]:
         payload = self.get(message_id, "metadata")["payload"]
-        return [(h["name"], h["value"]) for h in payload["headers"]]
+        return [(h["name"], h["value"]) for h in payload.get("headers", [])]
 
     def modify(self, message_id: str, add: Iterable[str] = (),
                remove: Iterable[str] = ()) -> dict[str, Any]:

@@ -171,3 +171,24 @@ def test_long_query_goes_through_method_override(new_account, emulator):
     calls = emulator.stats()["accounts"][bob.address]["calls"]
     assert calls["gmail.users.messages.list"] == 1
     assert "gmail.users.messages.insert" not in calls
+
+
+def test_negated_spam_or_trash_keeps_the_other_hidden(mailbox):
+    bob, ids = mailbox
+    msgs = bob.users.messages()
+    msgs.trash(userId="me", id=ids["cc"]).execute()
+    bob.modify(ids["old"], add=["SPAM"], remove=["INBOX"])
+    rest = {ids["plain"], ids["attach"]}
+    # "-in:trash" names TRASH only to leave it out: SPAM stays hidden, and the reverse
+    for q in ("-in:trash", "-in:spam", "-label:trash", "-(in:spam OR in:trash)", "--in:inbox"):
+        assert ids_for(bob, q) == rest, q
+    assert ids_for(bob, "-in:trash", includeSpamTrash=True) == rest | {ids["old"]}
+    assert ids_for(bob, "-in:spam", includeSpamTrash=True) == rest | {ids["cc"]}
+    # positive mentions show what they name, and only that
+    assert ids_for(bob, "in:trash OR in:inbox") == rest | {ids["cc"]}
+    assert ids_for(bob, "label:spam") == {ids["old"]}
+    assert ids_for(bob, "{in:spam in:trash}") == {ids["old"], ids["cc"]}
+    assert ids_for(bob, "in:anywhere -subject:quarterly -has:attachment") == {ids["old"], ids["cc"]}
+    threads = bob.users.threads().list(userId="me", q="-in:trash").execute()
+    assert {t["id"] for t in threads["threads"]} <= {
+        bob.get(i, "minimal")["threadId"] for i in rest}

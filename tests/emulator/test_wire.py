@@ -92,10 +92,21 @@ def test_auth_errors(emulator):
     try:
         result = c.request("GET", "/gmail/v1/users/me/profile")
         assert_error(result, 401, "authError", "UNAUTHENTICATED")
-        assert result[2]["error"]["errors"][0]["location"] == "Authorization"
+        error = result[2]["error"]
+        assert error["message"].startswith("Request had invalid authentication credentials.")
+        assert error["errors"] == [{"message": "Invalid Credentials", "domain": "global",
+                                    "reason": "authError", "location": "Authorization",
+                                    "locationType": "header"}]
+        assert 'error="invalid_token"' in result[1].getheader("WWW-Authenticate")
         c.conn.request("GET", "/gmail/v1/users/me/profile")  # no header at all
         response = c.conn.getresponse()
-        assert response.status == 401 and json.loads(response.read())["error"]["code"] == 401
+        error = json.loads(response.read())["error"]
+        assert response.status == 401 and error["code"] == 401
+        assert error["status"] == "UNAUTHENTICATED"
+        assert error["message"].startswith("Request is missing required authentication")
+        assert error["errors"][0]["message"] == "Login Required."
+        assert error["errors"][0]["reason"] == "required"
+        assert response.getheader("WWW-Authenticate").startswith("Bearer realm=")
     finally:
         c.close()
 
@@ -180,3 +191,24 @@ def test_label_fields_of_the_wrong_kind_are_400s(client):
     status, _, patched = client.request("PATCH", f"{labels}/{label['id']}",
                                         {"labelListVisibility": "labelShowIfUnread"})
     assert status == 200 and patched["labelListVisibility"] == "labelShowIfUnread"
+
+
+def test_empty_lists_are_left_out(client):
+    raw = base64.urlsafe_b64encode(raw_message("x@example.com", client.token, "bare")).decode()
+    status, _, inserted = client.request("POST", M, {"raw": raw})  # no labelIds at all
+    assert status == 200 and set(inserted) == {"id", "threadId"}
+    status, _, imported = client.request("POST", M + "/import", {"raw": raw})
+    assert status == 200 and set(imported) == {"id", "threadId"}
+    for fmt in ("minimal", "full"):
+        status, _, got = client.request("GET", f"{M}/{inserted['id']}?format={fmt}")
+        assert status == 200 and "labelIds" not in got
+    status, _, meta = client.request(
+        "GET", f"{M}/{inserted['id']}?format=metadata&metadataHeaders=X-Nothing-Like-This")
+    assert status == 200 and "headers" not in meta["payload"]
+    status, _, meta = client.request(
+        "GET", f"{M}/{inserted['id']}?format=metadata&metadataHeaders=subject")
+    assert meta["payload"]["headers"] == [{"name": "Subject", "value": "bare"}]
+    status, _, history = client.request("GET", "/gmail/v1/users/me/history?startHistoryId="
+                                        + client.request("GET", "/gmail/v1/users/me/profile")
+                                        [2]["historyId"])
+    assert status == 200 and set(history) == {"historyId"}
