@@ -169,7 +169,8 @@ class Compiled:
         self.required_labels = _required_labels(tree, ctx)  # every match carries these
         # SPAM/TRASH asked for by a positive term (``in:trash``; ``-in:trash`` asks for neither)
         self.unhidden = _unhidden(tree, ctx)
-        self.needs_text = _needs_text(tree)  # reads the search_text column
+        self.fields = _fields(tree)  # row fields the predicate reads besides labels and dates
+        self.needs_text = "search_text" in self.fields
         self.message_id = _required_message_id(tree)  # a top-level rfc822msgid: term
         # nothing but label terms: required_labels alone decides (no row fields needed)
         self.label_only = all(_is_label_term(n, ctx) for n in tree[1])
@@ -191,13 +192,28 @@ def _required_message_id(tree: tuple) -> str | None:
     return None
 
 
-def _needs_text(node: tuple) -> bool:
+_OP_FIELDS = {"from": "from", "to": "to", "cc": "cc", "bcc": "bcc",
+              "deliveredto": "delivered_to", "list": "list", "subject": "subject",
+              "rfc822msgid": "rfc822_id", "filename": "filenames", "larger": "size",
+              "smaller": "size", "size": "size"}
+
+
+def _fields(node: tuple) -> set[str]:
+    """The row fields (see :func:`_operator`) a query reads, besides the labels and the
+    internal date every row carries: the store fetches only these columns."""
     kind = node[0]
     if kind in ("and", "or"):
-        return any(_needs_text(n) for n in node[1])
+        return set().union(*(_fields(n) for n in node[1]))
     if kind == "not":
-        return _needs_text(node[1])
-    return kind == "word" or (kind == "op" and node[1] not in _KNOWN_OPS)
+        return _fields(node[1])
+    if kind == "word":
+        return {"search_text"}
+    op = node[1]
+    if op == "has":
+        return {"has_attachment"} if node[2].lower() == "attachment" else set()
+    if op in _OP_FIELDS:
+        return {_OP_FIELDS[op]}
+    return set() if op in _KNOWN_OPS else {"search_text"}
 
 
 _KNOWN_OPS = frozenset({

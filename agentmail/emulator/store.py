@@ -68,6 +68,9 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (account, id)) WITHOUT ROWID;
 """
 
+# search rows: these keys always, then what the query reads (key -> column where they differ)
+_SEARCH_KEYS = ("seq", "id", "thread_id", "internal_date", "labels")
+_SEARCH_COLUMNS = {"from": "hdr_from", "to": "hdr_to", "cc": "hdr_cc", "bcc": "hdr_bcc"}
 _ROW_COLUMNS = ("seq, id, thread_id, internal_date, history_id, labels, size, snippet, "
                 "hdr_from, hdr_to, hdr_cc, hdr_bcc, delivered_to, list, subject, subject_key, "
                 "rfc822_id, has_attachment, filenames")
@@ -552,29 +555,33 @@ class Store:
         hide -= set(label_ids)
         if compiled.label_only:
             return self._search_labels(email, required, hide)
-        cols = _ROW_COLUMNS + (", search_text" if compiled.needs_text else "")
+        # only the columns the query reads: building a row costs per column
+        keys = _SEARCH_KEYS + tuple(sorted(compiled.fields))
+        cols = ", ".join(_SEARCH_COLUMNS.get(k, k) for k in keys)
         with self._lock:
             if compiled.message_id is not None:
-                rows = self._rows(f"SELECT {cols} FROM messages WHERE account = ? AND "
-                                  "rfc822_id = ?", (email, compiled.message_id))
+                rows = self._db.execute(f"SELECT {cols} FROM messages WHERE account = ? AND "
+                                        "rfc822_id = ?", (email, compiled.message_id)).fetchall()
             elif required:
                 pivot = self._pivot(email, required)
-                rows = self._rows(
+                rows = self._db.execute(
                     f"SELECT {cols} FROM messages WHERE seq IN (SELECT seq FROM message_labels "
-                    "WHERE account = ? AND label_id = ?)", (email, pivot))
+                    "WHERE account = ? AND label_id = ?)", (email, pivot)).fetchall()
             else:
-                rows = self._rows(f"SELECT {cols} FROM messages WHERE account = ?", (email,))
+                rows = self._db.execute(f"SELECT {cols} FROM messages WHERE account = ?",
+                                        (email,)).fetchall()
+        predicate = compiled.predicate
         out = []
-        for row in rows:
-            labels = set(row["labels"])
-            row["labels_list"] = row["labels"]
-            row["labels"] = labels
-            if hide & labels or not required <= labels or not compiled.predicate(row):
+        for values in rows:
+            labels = set(values[4].split())
+            if hide & labels or not required <= labels:
                 continue
-            out.append(row)
+            row = dict(zip(keys, values, strict=True))
+            row["labels"] = labels
+            if predicate(row):
+                row["labels"] = values[4].split()
+                out.append(row)
         out.sort(key=lambda r: (r["internal_date"], r["seq"]), reverse=True)
-        for row in out:
-            row["labels"] = row.pop("labels_list")
         return out
 
     def _search_labels(self, email: str, required: set[str],
