@@ -237,6 +237,16 @@ class Run:
         return RunResult(self.run_id, self.cycles, self.totals)
 
 
+def log_step(kind: str, info: dict[str, Any]) -> None:
+    """One log line per message step, for runs without a terminal printer."""
+    message = info.get("message")
+    if message is not None:
+        log.info("%-13s %s → %s %r [%s]", kind, message.sender or "?", message.account,
+                 message.subject, message.provider_id)
+    else:
+        log.info("%-13s %s", kind, info.get("message_id") or info.get("key", ""))
+
+
 def run_agent_blocking(agent: Agent, *, email: str, config_path: str | None = None,
                        iterations: int | None = None, interval: float | None = None,
                        emulator: str | None = None) -> RunResult:
@@ -244,8 +254,12 @@ def run_agent_blocking(agent: Agent, *, email: str, config_path: str | None = No
     from agentmail.services.mailboxes import open_mailbox
 
     settings = load_settings(config_path, overrides={"emulator": emulator})
+    if not logging.getLogger().handlers:  # a plain script: show the steps as `run` would
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with Journal.open(settings.db_url) as journal, open_mailbox(settings, email) as mailbox, \
-            Run(journal=journal, mailbox=mailbox, agent=agent, settings=settings) as run:
+            Run(journal=journal, mailbox=mailbox, agent=agent, settings=settings,
+                on_step=log_step) as run:
+        log.info("%s: %s", email, run.recovered.describe())
         return run.loop(RunOptions(iterations=iterations,
                                    interval=settings.check_interval if interval is None
                                    else interval))
