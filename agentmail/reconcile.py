@@ -104,19 +104,23 @@ def _held(p: Pipeline, row: Any, is_alive: Callable[[Any], bool],
 def _maybe_started(p: Pipeline, claimed: list[Any]) -> set[str]:
     """The crashed claims whose handler may have started.
 
-    A run claims a batch, then runs the handler on one message after another in claim
-    order: with one worker, only the earliest unfinished claim of each dead run can have
-    been inside the handler; the rest of its batch never reached it and is released
-    without spending an attempt (else a batch interrupted again and again would
-    dead-letter messages no handler ever saw). With several workers any of them may have
-    started, so all are charged.
+    A run claims a batch and hands its conversations to N workers in claim order, each
+    conversation's messages one after another. So of a dead run's unfinished claims, only
+    the first unfinished message of each of its first N unfinished conversations can have
+    been inside a handler; the rest never reached one and are released without spending
+    an attempt (else a batch interrupted again and again would dead-letter messages no
+    handler ever saw). N is this run's `concurrency`, the dead run's as far as we know.
     """
-    if p.settings.concurrency > 1:
-        return {row.key for row in claimed}
-    first: dict[str, Any] = {}
+    workers = max(1, p.settings.concurrency)
+    started: set[str] = set()
+    by_run: dict[str, dict[str, Any]] = {}
     for row in sorted(claimed, key=lambda r: r.last_seq):  # last_seq: the claim event
-        first.setdefault(row.lease_run_id, row)
-    return {row.key for row in first.values()}
+        conversations = by_run.setdefault(row.lease_run_id, {})
+        conversation = row.conversation_id or row.key
+        if conversation not in conversations and len(conversations) < workers:
+            conversations[conversation] = row
+            started.add(row.key)
+    return started
 
 
 def _crashed_claim(p: Pipeline, row: Any, report: ReconcileReport, *,
