@@ -65,9 +65,9 @@ SYSTEM_LABELS = frozenset({
     "CATEGORY_PERSONAL", "CATEGORY_SOCIAL", "CATEGORY_PROMOTIONS", "CATEGORY_UPDATES",
     "CATEGORY_FORUMS",
 })
-# Characters Gmail treats as equal in label names (`agent-failed`, `agent/failed`
-# and `Agent Failed` are one label).
-_LABEL_FOLD = str.maketrans({c: "-" for c in " /&(){}|_"})
+# Characters Gmail treats as equal in label names (`agent-failed`, `agent/failed` and
+# `Agent Failed` are one label); "_" is not among them.
+_LABEL_FOLD = str.maketrans({c: "-" for c in " /&(){}|"})
 _RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded",
                                  "RATE_LIMIT_EXCEEDED"})
 _RETRY_AT = re.compile(r"retry after (\d{4}-\d\d-\d\dT[0-9:.]+(?:Z|[+-]\d\d:\d\d)?)", re.I)

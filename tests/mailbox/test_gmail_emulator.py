@@ -149,7 +149,7 @@ def test_ensure_labels_lists_once_creates_once_and_folds_names(emulator, make_gm
     counter = Counter(emulator, address)
     bob.ensure_labels(["agent-processing", "agent/processing", "Agent Processing",
                        "agent-done", "INBOX"])
-    bob.ensure_labels(["agent-done", "AGENT_DONE"])
+    bob.ensure_labels(["agent-done", "AGENT DONE"])
     assert counter.calls("gmail.users.labels.list") == 1
     assert counter.calls("gmail.users.labels.create") == 2
     # another process (a fresh mailbox object) finds them under a folded spelling
