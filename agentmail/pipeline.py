@@ -473,8 +473,7 @@ class Pipeline:
                 ref, recovered = send_exactly_once(
                     self.mailbox, _unb64(item.raw), item.thread_id, item.rfc_message_id,
                     item.outbox_id, since_history_id=since_history_id,
-                    history_point=history_point,
-                    **({"sleep": self.sleep} if self.sleep else {}))
+                    history_point=history_point, sleep=self.sleep)
             except errors.MailboxRejected as exc:
                 self._send_refused(key, item, exc, report)
                 return False

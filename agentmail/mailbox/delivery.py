@@ -28,7 +28,7 @@ def send_exactly_once(
     outbox_id: str,
     *,
     attempts: int = 5,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     since_history_id: str | None = None,
     retry: base.RetryPolicy | None = None,
     record_point: Callable[[str], object] | None = None,
@@ -36,6 +36,7 @@ def send_exactly_once(
 ) -> tuple[base.MessageRef, bool]:
     """Send ``raw`` unless it already went out; return ``(sent copy, found_already_sent)``.
 
+    ``sleep``: how to wait between tries (``time.sleep`` when None); unused with ``retry``.
     ``since_history_id``: the history point journaled before an earlier, interrupted
     attempt (reconciliation passes it); by default the current one is taken now and
     handed to ``record_point`` before the first try, for the caller to journal it
@@ -47,7 +48,7 @@ def send_exactly_once(
     wait longer than the policy allows; :class:`~agentmail.errors.MailboxRejected`
     when the provider refuses the message.
     """
-    policy = retry or base.RetryPolicy(attempts=attempts, sleep=sleep)
+    policy = retry or base.RetryPolicy(attempts=attempts, sleep=sleep or time.sleep)
     point = since_history_id or history_point or mailbox.history_point()
     if record_point is not None and since_history_id is None and history_point is None:
         record_point(point)

@@ -244,3 +244,19 @@ def test_a_mailbox_that_refuses_calls_is_reported_and_journaled_not_fatal(agents
     delivered = _deliver(emulator, ALICE, BOB, "after the outage")
     bob.cycle()
     assert journal.message(ev.message_key(BOB, delivered["id"])).state == "acked"
+
+
+def test_a_reply_refused_once_for_now_is_sent_after_waiting_with_the_runs_sleep(agents, emulator,
+                                                                               journal):
+    sent = send_request(journal, agents.mailbox(ALICE), to=[BOB], subject="ping",
+                        payload={"task": "ping", "exchanges": []})
+    emulator.set_faults(script=[{"method": "gmail.users.messages.send", "action": "error",
+                                 "code": 503, "count": 1}])
+    sleeps: list[float] = []
+    with Run(journal=journal, mailbox=agents.mailbox(BOB), agent=Agent(BOB),
+             settings=agents.settings, sleep=sleeps.append) as bob:
+        report = bob.cycle()
+    assert report.sent == 1 and not report.errors
+    assert len(sleeps) == 1  # the run's sleep, not time.sleep, waited before the second try
+    [reply] = _inbox(emulator, ALICE)
+    assert reply["in-reply-to"] == sent.message_id
