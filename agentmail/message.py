@@ -428,9 +428,9 @@ class _Body:
             return
         if ctype in _EMBEDDED_HEADER_TYPES:
             text = self._decode(part)
-            found = re.search(r"^message-id:\s*(<[^>\r\n]*>)", text, re.IGNORECASE | re.MULTILINE)
-            if found and _MSG_ID.fullmatch(found.group(1)):
-                self.attached_ids.append(found.group(1))
+            header = re.search(r"^message-id:\s*(<[^>\r\n]*>)", text, re.IGNORECASE | re.MULTILINE)
+            if header and _MSG_ID.fullmatch(header.group(1)):
+                self.attached_ids.append(header.group(1))
             return
         filename = _filename(part)
         is_json = (ctype in _JSON_CONTENT_TYPES or ctype.endswith("+json")

@@ -514,6 +514,7 @@ class Pipeline:
                       report: CycleReport) -> None:
         """The provider will never accept this message: dead-letter its source for a person."""
         row = self.journal.message(key)
+        assert row is not None  # its outbox was queued by journaling how it was handled
         if row.state == "rejected":  # an error reply: give it up, the rejection stands
             self.journal.append(ev.Event(ev.FAILED, self.address, message_key=key,
                                          run_id=self.run_id, data={

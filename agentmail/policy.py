@@ -223,7 +223,9 @@ def _strip_comments(value: str) -> str:
 
 
 def _split_semicolons(value: str) -> list[str]:
-    parts, current, quoted, escaped = [], [], False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in value:
         if escaped:
             escaped = False

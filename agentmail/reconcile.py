@@ -185,7 +185,9 @@ def _finish_processed(p: Pipeline, row: Any, report: ReconcileReport) -> None:
     sent = [e.data["message_id"] for e in sends if not e.data.get("recovered")]
     report.actions["replies_found_sent"] += len(found)
     report.actions["replies_sent"] += len(sent)
-    state = p.journal.message(row.key).state
+    current = p.journal.message(row.key)
+    assert current is not None  # messages are never removed from the journal
+    state = current.state
     acked = False
     if complete:
         try:

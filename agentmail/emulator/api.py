@@ -265,7 +265,8 @@ class Api:
             except (ValueError, TypeError, RecursionError) as exc:
                 raise errors.invalid(f"Invalid fault settings: {exc}") from None
         if (verb, name) == ("POST", "history/expire"):
-            email = (params.get("email") or [None])[0]
+            given = params.get("email")
+            email: str | None = given[0] if given else None
             if body.strip():
                 try:
                     email = json.loads(body).get("email", email)

@@ -43,7 +43,7 @@ class Headers(dict):
                 out[name.strip().lower()] = value.strip()
         return out
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return super().get(name.lower(), default)
 
     def __setitem__(self, name: str, value: Any) -> None:

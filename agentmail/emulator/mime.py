@@ -23,6 +23,7 @@ import email.utils
 import html
 import re
 import secrets
+from collections.abc import Iterator
 from email.header import decode_header, make_header
 from email.message import Message
 from typing import Any
@@ -114,16 +115,19 @@ class _BoundedFeedParser(email.feedparser.FeedParser):
     """
 
     max_depth = MAX_MIME_DEPTH
+    # FeedParser's private state, which typeshed leaves out (declared here, set by it)
+    _msgstack: list[Message]
+    _headersonly: bool
 
-    def _parsegen(self):  # type: ignore[no-untyped-def]
+    def _parsegen(self) -> Iterator[object]:
         if len(self._msgstack) < self.max_depth - 1:
-            return super()._parsegen()
+            return super()._parsegen()  # type: ignore[misc]  # private, not in typeshed
         return self._leafgen()
 
-    def _leafgen(self):  # type: ignore[no-untyped-def]
+    def _leafgen(self) -> Iterator[object]:
         self._headersonly = True
         try:
-            yield from super()._parsegen()
+            yield from super()._parsegen()  # type: ignore[misc]  # private, not in typeshed
         finally:
             self._headersonly = False
 
@@ -190,8 +194,14 @@ def _text_and_files(msg: Message) -> tuple[str, list[str]]:
     return (plain if plain is not None else htmltext or ""), files
 
 
+def _leaf_bytes(part: Message) -> bytes:
+    """The decoded body of a leaf part (b"" if it has none)."""
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
 def _decoded_text(part: Message) -> str:
-    data = part.get_payload(decode=True) or b""
+    data = _leaf_bytes(part)
     charset = part.get_content_charset() or "utf-8"
     try:
         return data.decode(charset, "replace")
@@ -224,7 +234,7 @@ def _part(part: Message, part_id: str, message_id: str) -> dict[str, Any]:
         out["parts"] = [_part(sub, f"{prefix}{i}", message_id)
                         for i, sub in enumerate(part.get_payload())]
         return out
-    data = part.get_payload(decode=True) or b""
+    data = _leaf_bytes(part)
     if out["filename"]:
         out["body"] = {"attachmentId": attachment_id(message_id, part_id), "size": len(data)}
     elif data:
@@ -269,12 +279,15 @@ def attachment_data(raw: bytes, part_id: str) -> bytes | None:
         if not part.is_multipart() or not index.isdigit():
             return None
         children = part.get_payload()
-        if int(index) >= len(children):
+        if not isinstance(children, list) or int(index) >= len(children):
             return None
-        part = children[int(index)]
+        child = children[int(index)]
+        if not isinstance(child, Message):
+            return None
+        part = child
     if part.is_multipart():
         return None
-    return part.get_payload(decode=True) or b""
+    return _leaf_bytes(part)
 
 
 # -- header edits on raw bytes -----------------------------------------------------

@@ -356,4 +356,5 @@ def _unhidden(node: tuple, ctx: Context, negated: bool = False) -> set[str]:
     if node[1] == "in" and low == "anywhere":
         return {"SPAM", "TRASH"}
     label = (_IN if node[1] == "in" else _IS).get(low) if node[1] != "label" else None
-    return {label or _label_id(node[2], ctx)} & {"SPAM", "TRASH"}
+    label = label or _label_id(node[2], ctx)
+    return {label} & {"SPAM", "TRASH"} if label is not None else set()

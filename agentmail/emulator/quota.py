@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 WINDOW_SECONDS = 60.0
@@ -53,7 +54,7 @@ def check_regime(regime: str) -> str:
 class RateLimiter:
     """Units per user over a rolling minute; ``limit=None`` never refuses."""
 
-    def __init__(self, limit: int | None, clock=time.monotonic) -> None:
+    def __init__(self, limit: int | None, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self._clock = clock
         self._lock = threading.Lock()

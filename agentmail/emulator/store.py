@@ -20,7 +20,7 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Set
 from email import utils as email_utils
 from typing import Any
 
@@ -585,7 +585,7 @@ class Store:
         return out
 
     def _search_labels(self, email: str, required: set[str],
-                       hide: set[str]) -> list[dict[str, Any]]:
+                       hide: Set[str]) -> list[dict[str, Any]]:
         """The fast path for queries made of label terms only: a few columns, no dicts
         until a row is known to match."""
         with self._lock:

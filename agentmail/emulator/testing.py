@@ -13,6 +13,7 @@ other's mail) and a googleapiclient service closed at teardown.
 from __future__ import annotations
 
 import base64
+import builtins
 import dataclasses
 import itertools
 import json
@@ -114,7 +115,7 @@ class Account:
     def raw(self, message_id: str) -> bytes:
         return decode(self.get(message_id, "raw")["raw"])
 
-    def headers(self, message_id: str) -> list[tuple[str, str]]:
+    def headers(self, message_id: str) -> builtins.list[tuple[str, str]]:  # `list` is a method here
         payload = self.get(message_id, "metadata")["payload"]
         return [(h["name"], h["value"]) for h in payload.get("headers", [])]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -173,7 +173,8 @@ def _queued(conn: Connection, keys: list[str], known: set[str]) -> list[Conversa
         if row.rfc_message_id in known:
             continue
         outgoing = json.loads(row.data).get("outgoing", [])
-        detail = next((o for o in outgoing if o.get("outbox_id") == row.outbox_id), {})
+        detail: dict[str, Any] = next(
+            (item for item in outgoing if item.get("outbox_id") == row.outbox_id), {})
         found.append(ConversationMessage(
             message_id=row.rfc_message_id, time=as_utc(row.at), sender=row.account,
             recipients=json.loads(row.recipients), subject=row.subject,
@@ -272,7 +273,7 @@ def _flags(conn: Connection, ids: list[str]) -> dict[str, set[str]]:
     return flags
 
 
-def _summaries(conn: Connection, rows: list[Any]) -> list[ConversationSummary]:
+def _summaries(conn: Connection, rows: Sequence[Any]) -> list[ConversationSummary]:
     flags = _flags(conn, [r.id for r in rows])
     return [ConversationSummary(
         id=r.id, subject=r.subject, participants=json.loads(r.participants),

@@ -189,6 +189,8 @@ def _set_state(conn: Connection, e: ev.Event, **values: Any) -> None:
 
 
 def _fetched(conn: Connection, e: ev.Event) -> None:
+    if e.message_key is None:
+        raise ValueError(f"a {e.kind} event names no message (seq {e.seq})")
     _add_message(conn, e, e.message_key, "in", PENDING)
 
 
@@ -219,6 +221,7 @@ def _queue_outgoing(conn: Connection, e: ev.Event) -> None:
         if source is not None and source.conversation_id:
             # What a handler sends belongs to the conversation of the message it handled,
             # before it is even sent (and a request to a third agent joins it too).
+            assert e.message_key is not None  # source was found by it
             _link_conversation(conn, e, out["message_id"],
                                [source.rfc_message_id or e.message_key])
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import (
     Connection,
@@ -37,6 +37,14 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@overload
+def as_utc(value: datetime) -> datetime: ...
+
+
+@overload
+def as_utc(value: None) -> None: ...
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -130,9 +138,11 @@ class Journal:
         now = self.clock()
         for e in events:
             at = e.at or now
-            seq = conn.execute(insert(t.events).values(
+            key = conn.execute(insert(t.events).values(
                 at=at, account=e.account, run_id=e.run_id, message_key=e.message_key,
-                kind=e.kind, attempt=e.attempt, data=e.encoded_data())).inserted_primary_key[0]
+                kind=e.kind, attempt=e.attempt, data=e.encoded_data())).inserted_primary_key
+            assert key is not None  # a single-row INSERT into a table with a primary key
+            seq = key[0]
             done = ev.Event(kind=e.kind, account=e.account, data=e.data,
                             message_key=e.message_key, run_id=e.run_id, attempt=e.attempt,
                             seq=seq, at=at)

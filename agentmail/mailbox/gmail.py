@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import gzip
 import http.client
 import json
@@ -93,7 +94,8 @@ class _SingleShotHttp(httplib2.Http):
     that is a second copy of the mail. Here a dropped connection is an error.
     """
 
-    def _conn_request(self, conn, request_uri, method, body, headers):  # type: ignore[no-untyped-def]
+    def _conn_request(self, conn: Any, request_uri: str, method: str, body: Any,
+                      headers: dict[str, str]) -> tuple[httplib2.Response, bytes]:
         # identity: the answer to a send is small, and we need not decompress it
         headers = {**headers, "accept-encoding": "identity"}
         try:
@@ -313,9 +315,9 @@ class GmailMailbox(base.Mailbox):
         token: str | None = None
         while len(refs) < limit:
             page_size = min(PAGE_SIZE, limit - len(refs))
-            data = self._call("messages.list", lambda t=token, n=page_size: (
-                self._messages.list(userId="me", labelIds=label_ids,
-                                            maxResults=n, pageToken=t)))
+            data = self._call("messages.list", functools.partial(
+                self._messages.list, userId="me", labelIds=label_ids,
+                maxResults=page_size, pageToken=token))
             for item in data.get("messages", ()):
                 refs.setdefault(item["id"], base.MessageRef(item["id"], item["threadId"]))
             token = data.get("nextPageToken")
@@ -326,7 +328,7 @@ class GmailMailbox(base.Mailbox):
     def get_raw(self, ids: Sequence[str]) -> list[base.RawMessage]:
         unique = list(dict.fromkeys(ids))
         found = self._batch("messages.get", {
-            mid: (lambda mid=mid: self._messages.get(userId="me", id=mid, format="raw"))
+            mid: functools.partial(self._messages.get, userId="me", id=mid, format="raw")
             for mid in unique}, missing_ok=True)
         return [_raw_message(found[mid]) for mid in unique if mid in found]
 
@@ -347,9 +349,8 @@ class GmailMailbox(base.Mailbox):
         body = {"addLabelIds": self._label_ids(add), "removeLabelIds": self._label_ids(remove)}
         if len(unique) >= BATCH_MODIFY_FROM:
             for chunk in _chunks(unique, BATCH_MODIFY_LIMIT):
-                self._call("messages.batchModify", lambda chunk=chunk: (
-                    self._messages.batchModify(
-                        userId="me", body={"ids": list(chunk), **body})))
+                self._call("messages.batchModify", functools.partial(
+                    self._messages.batchModify, userId="me", body={"ids": list(chunk), **body}))
         elif len(unique) == 1:
             try:
                 self._call("messages.modify", lambda: self._messages.modify(
@@ -359,8 +360,7 @@ class GmailMailbox(base.Mailbox):
                     raise
         else:
             self._batch("messages.modify", {
-                mid: (lambda mid=mid: self._messages.modify(
-                    userId="me", id=mid, body=body))
+                mid: functools.partial(self._messages.modify, userId="me", id=mid, body=body)
                 for mid in unique}, missing_ok=True)
 
     def send(self, raw: bytes, thread_id: str | None = None) -> base.MessageRef:
@@ -512,9 +512,10 @@ class GmailMailbox(base.Mailbox):
         token: str | None = None
         while True:
             try:
-                page = self._call("history.list", lambda t=token: self._users.history().list(
-                    userId="me", startHistoryId=start, historyTypes=["messageAdded"],
-                    labelId=label_id, maxResults=PAGE_SIZE, pageToken=t))
+                page = self._call("history.list", functools.partial(
+                    self._users.history().list, userId="me", startHistoryId=start,
+                    historyTypes=["messageAdded"], labelId=label_id, maxResults=PAGE_SIZE,
+                    pageToken=token))
             except errors.MailboxRejected as exc:
                 if exc.status == 404:
                     raise errors.HistoryExpired(
@@ -537,8 +538,9 @@ class GmailMailbox(base.Mailbox):
         ids: dict[str, None] = {}
         token: str | None = None
         while len(ids) < RECENT_SENT_LIMIT:
-            data = self._call("messages.list", lambda t=token: self._messages.list(
-                userId="me", q=RECENT_SENT_QUERY, maxResults=PAGE_SIZE, pageToken=t))
+            data = self._call("messages.list", functools.partial(
+                self._messages.list, userId="me", q=RECENT_SENT_QUERY, maxResults=PAGE_SIZE,
+                pageToken=token))
             for item in data.get("messages", ()):
                 ids.setdefault(item["id"])
             token = data.get("nextPageToken")
@@ -552,8 +554,8 @@ class GmailMailbox(base.Mailbox):
             return None
         headers = [base.OUTBOX_ID_HEADER, "Message-ID"]
         found = self._batch("messages.get", {
-            mid: (lambda mid=mid: self._messages.get(
-                userId="me", id=mid, format="metadata", metadataHeaders=headers))
+            mid: functools.partial(self._messages.get, userId="me", id=mid, format="metadata",
+                                   metadataHeaders=headers)
             for mid in candidates}, missing_ok=True)
         for mid in candidates:
             data = found.get(mid)

@@ -260,6 +260,7 @@ class Replayer:
 
     def _outcome(self, item: ReplayItem) -> None:
         row = self.journal.message(item.key)
+        assert row is not None  # the item was made from this row; messages are never removed
         events = self.journal.events_of_message(item.key)
         start = max(e.seq or 0 for e in events if e.kind == ev.REPLAY_REQUESTED)
         after = [e for e in events if (e.seq or 0) > start]

@@ -41,4 +41,5 @@ def send_request(journal: Journal, mailbox: Mailbox, *, to: list[str], subject: 
         "sender": mailbox.address, "recipients": [*out.to, *out.cc], "subject": out.subject,
         "payload": payload, "recovered": recovered, "auto_submitted": out.auto_submitted}))
     row = journal.message(key)
+    assert row is not None  # the sent event just journaled adds the sent copy under `key`
     return SendResult(out.message_id, ref.id, ref.thread_id, row.conversation_id)
