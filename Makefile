@@ -19,9 +19,10 @@ test: $(BIN)/agentmail
 
 lint: $(BIN)/agentmail
 	$(BIN)/ruff check agentmail tests migrations benchmarks
+	$(BIN)/mypy agentmail
 
 bench: $(BIN)/agentmail
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache

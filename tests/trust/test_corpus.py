@@ -1,7 +1,8 @@
 """A corpus of hostile and odd mail, inserted as is: each ends acked or rejected as expected.
 
-Every case is a message a sender could write (sender trust, limits, parsing, rejection, loops). They all go into one
-mailbox; one run processes them; then each is checked against its expected outcome.
+Every case is a message a sender could write (sender trust, limits, parsing, rejection, loops).
+They all go into one mailbox; one run processes them; then each is checked against its expected
+outcome.
 """
 
 from __future__ import annotations
