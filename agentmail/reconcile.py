@@ -109,15 +109,18 @@ def _maybe_started(p: Pipeline, claimed: list[Any]) -> set[str]:
     the first unfinished message of each of its first N unfinished conversations can have
     been inside a handler; the rest never reached one and are released without spending
     an attempt (else a batch interrupted again and again would dead-letter messages no
-    handler ever saw). N is this run's `concurrency`, the dead run's as far as we know.
+    handler ever saw). N is the dead run's `concurrency`, as its `run_started` recorded it.
     """
-    workers = max(1, p.settings.concurrency)
     started: set[str] = set()
     by_run: dict[str, dict[str, Any]] = {}
+    workers: dict[str, int] = {}
     for row in sorted(claimed, key=lambda r: r.last_seq):  # last_seq: the claim event
-        conversations = by_run.setdefault(row.lease_run_id, {})
+        run_id = row.lease_run_id
+        if run_id not in workers:
+            workers[run_id] = max(1, p.journal.run_concurrency(run_id) or p.settings.concurrency)
+        conversations = by_run.setdefault(run_id, {})
         conversation = row.conversation_id or row.key
-        if conversation not in conversations and len(conversations) < workers:
+        if conversation not in conversations and len(conversations) < workers[run_id]:
             conversations[conversation] = row
             started.add(row.key)
     return started

@@ -189,7 +189,7 @@ class Journal:
         return claimed
 
     def start_run(self, account: str, run_id: str, *, host: str, pid: int,
-                  is_alive: Any) -> ev.Event:
+                  is_alive: Any, concurrency: int = 1) -> ev.Event:
         """Register a run for `account`; refuse while another live run holds the mailbox.
 
         `is_alive(run_row)` tells whether an older 'running' row is still alive (fresh
@@ -209,7 +209,8 @@ class Journal:
                     stopped.append(ev.Event(ev.RUN_STOPPED, account, run_id=run_id, data={
                         "stopped_run_id": prior.run_id, "reason": "crashed"}))
                 started = ev.Event(ev.RUN_STARTED, account, run_id=run_id,
-                                   data={"host": host, "pid": pid})
+                                   data={"host": host, "pid": pid,
+                                         "concurrency": concurrency})
                 return self._append_in(conn, [*stopped, started])[-1]
         except IntegrityError as exc:  # another process registered between our read and write
             raise errors.AlreadyRunning(f"{account} is already being processed by another run"
@@ -394,6 +395,13 @@ class Journal:
         m = t.messages
         return self._all(select(m).where(m.c.conversation_id == conversation_id)
                          .order_by(m.c.first_seq))
+
+    def run_concurrency(self, run_id: str) -> int | None:
+        """How many handler workers a run had, as its `run_started` event says."""
+        e = t.events
+        rows = self._all(select(e.c.data).where(e.c.run_id == run_id, e.c.kind == ev.RUN_STARTED)
+                         .limit(1))
+        return json.loads(rows[0][0]).get("concurrency") if rows else None
 
     def run(self, run_id: str) -> Any | None:
         rows = self._all(select(t.runs).where(t.runs.c.run_id == run_id))

@@ -162,7 +162,8 @@ class Run:
 
     def __enter__(self) -> Run:
         self.journal.start_run(self.mailbox.address, self.run_id, host=socket.gethostname(),
-                               pid=os.getpid(), is_alive=self._is_alive)
+                               pid=os.getpid(), is_alive=self._is_alive,
+                               concurrency=self.settings.concurrency)
         self._last_heartbeat = time.monotonic()  # run_started counts as the first beat
         self._heartbeat.start()
         try:

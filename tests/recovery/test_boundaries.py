@@ -97,3 +97,16 @@ def test_a_processing_label_that_no_claim_explains_is_removed(lab):
     restarted = lab.run("-n", "1")
     assert "1 stray processing label(s) removed" in restarted.stdout
     lab.check_all_done()
+
+
+def test_with_parallel_workers_each_workers_first_claim_spends_an_attempt(lab):
+    lab.send_requests(REQUESTS)  # one conversation each
+    # The crashed run had two workers; the run that recovers it has one.
+    lab.run("-n", "1", "--concurrency", "2", AGENTMAIL_CRASH_AT="after_claim:1")
+    lab.run("-n", "2")
+    with lab.journal() as journal:
+        rows = sorted((m for m in journal_messages(journal) if m.direction == "in"),
+                      key=lambda m: m.first_seq)
+        charged = [ev.FAILED in [e.kind for e in journal.events_of_message(m.key)] for m in rows]
+    assert charged == [True, True] + [False] * (len(rows) - 2)
+    lab.check_all_done()
