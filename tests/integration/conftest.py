@@ -23,9 +23,10 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    with Journal.open(str(tmp_path / "journal.db")) as j:
-        yield j
+def journal(sqlite_journal: Journal) -> Journal:
+    """SQLite only here (tests/integration/test_journal_engines.py runs both engines); it is
+    the file `agent_settings` names."""
+    return sqlite_journal
 
 
 @pytest.fixture
