@@ -9,7 +9,6 @@ never imports googleapiclient or SQLAlchemy.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import queue
@@ -18,11 +17,11 @@ import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from agentmail import errors, policy
+from agentmail import errors, policy, records
 from agentmail import message as msg
 from agentmail.agent import Agent, Outbox
 from agentmail.config import Settings
@@ -30,17 +29,12 @@ from agentmail.journal import events as ev
 from agentmail.journal.store import Journal
 from agentmail.mailbox import base as mb
 from agentmail.mailbox.delivery import send_exactly_once
+from agentmail.screening import Screen
 
 log = logging.getLogger(__name__)
 
 TRACEBACK_LINES = 12  # of a failing handler, kept in the journal
 SYSTEM_UNREAD = "UNREAD"
-ERROR_REPLY_SALT = "error_reply"  # keeps error replies' Message-IDs apart from the handler's
-ERROR_TEXTS = {
-    "invalid_json": "the message body is not valid JSON",
-    "json_too_deep": "the JSON payload is nested too deeply",
-    "too_large": "the message or its JSON payload is too large",
-}
 
 StepListener = Callable[[str, dict[str, Any]], None]
 Outcome = tuple[Any, Outbox] | Exception  # what a handler returned, or raised
@@ -73,46 +67,6 @@ class CycleReport:
             "errors": list(self.errors)}
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text.encode("ascii"))
-
-
-def _json_safe(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def parse_limits(settings: Settings) -> msg.ParseLimits:
-    """The bounds on parsing received mail, from the `max_*` settings."""
-    for name in ("max_message_bytes", "max_json_bytes", "max_json_depth", "max_references",
-                 "max_header_line", "max_mime_parts", "max_mime_depth", "max_recipients"):
-        if getattr(settings, name) < 1:
-            raise errors.ConfigError(f"{name} must be at least 1, got {getattr(settings, name)}")
-    return msg.ParseLimits(
-        max_json_bytes=settings.max_json_bytes, max_json_depth=settings.max_json_depth,
-        max_references=settings.max_references, max_header_line=settings.max_header_line,
-        max_parts=settings.max_mime_parts, max_mime_depth=settings.max_mime_depth)
-
-
-def trust_policy(settings: Settings) -> policy.TrustPolicy:
-    return policy.TrustPolicy(
-        allow_from=settings.allow_from, deny_from=settings.deny_from,
-        authserv_id=settings.authserv_id, require_auth=settings.require_auth,
-        reject_non_json=settings.reject_non_json,
-        max_replies_per_conversation=settings.max_replies_per_conversation,
-        max_size=settings.max_message_bytes, limits=parse_limits(settings),
-        error_replies=settings.error_replies, allow_to=settings.allow_to,
-        answer_agent_requests=settings.answer_agent_requests,
-    )
-
-
 class Pipeline:
     """Processes one mailbox. `cycle()` is one poll: sync, claim, handle, send, ack."""
 
@@ -126,8 +80,8 @@ class Pipeline:
         self.settings = settings
         self.run_id = run_id
         self.address = mailbox.address
-        self.policy = trust_policy(settings)
-        self.limits = self.policy.limits
+        self.screen = Screen(journal, settings, address=self.address, run_id=run_id)
+        self.limits = self.screen.limits
         self.on_step = on_step or (lambda kind, info: None)
         self.checkpoint = checkpoint or (lambda name: None)
         self.sleep = sleep
@@ -198,13 +152,13 @@ class Pipeline:
                                 thread_id=raw.thread_id, limits=self.limits)
             key = message.key
             events.append(ev.Event(ev.FETCHED, self.address, message_key=key, run_id=self.run_id,
-                                   data=self._fetched_data(message, raw)))
-            verdict = policy.evaluate(message, self.policy)
+                                   data=records.fetched_data(message, raw)))
+            verdict = policy.evaluate(message, self.screen.policy)
             self.on_step("fetched", {"message": message})
             if verdict.accepted:
                 self._parsed[key] = message
             else:
-                rejection = self._rejection(message, verdict, raw.raw)
+                rejection = self.screen.rejection(message, verdict, raw.raw)
                 events.extend(rejection)
                 if rejection[0].data.get("outgoing"):
                     answered.append(key)
@@ -218,78 +172,6 @@ class Pipeline:
             self._label(rejected, add=[self.settings.label_rejected], report=report)
         for key in answered:
             self.send_outbox(key, report)
-
-    def _rejection(self, message: msg.Message, verdict: policy.Verdict,
-                   raw: bytes) -> list[ev.Event]:
-        """`rejected` (with an error reply when one is due), plus `delivery_failed` for a
-        bounce of a message this mailbox sent."""
-        data: dict[str, Any] = {"reason": verdict.reason, "details": _json_safe(verdict.details)}
-        extra: list[ev.Event] = []
-        target = verdict.details.get("bounce_target") if verdict.reason == "bounce" else None
-        source = self.journal.sent_message_source(self.address, target) if target else None
-        if source is not None:
-            extra.append(ev.Event(ev.DELIVERY_FAILED, self.address, message_key=source,
-                                  run_id=self.run_id, data={
-                                      "bounce_key": message.key, "message_id": target,
-                                      "bounce_sender": message.sender,
-                                      "diagnostic": policy.bounce_diagnostic(raw)}))
-        elif verdict.may_reply:
-            reply = self._error_reply(message, verdict)
-            if reply is not None:
-                account = self.journal.account(self.address)
-                data["history_point"] = account.history_id if account else None
-                data["outgoing"] = [self._outgoing_data(reply)]
-        return [ev.Event(ev.REJECTED, self.address, message_key=message.key, run_id=self.run_id,
-                         data=data), *extra]
-
-    def _error_reply(self, message: msg.Message, verdict: policy.Verdict) -> msg.Outgoing | None:
-        """A structured error reply to an authenticated, allowed sender, if policy allows one.
-
-        It goes to the authenticated From address only, never to a Reply-To, which nothing
-        vouches for; the per-conversation cap applies as to any reply.
-        """
-        conversation = self.journal.conversation_of_ids(
-            [message.message_id or "", message.in_reply_to or "", *message.references])
-        replies = (self.journal.replies_in_conversation(self.address, conversation)
-                   if conversation else 0)
-        if not policy.evaluate(message, self.policy, replies_in_conversation=replies).may_reply:
-            return None
-        reason = verdict.reason or "rejected"
-        payload = {"error": reason, "message": ERROR_TEXTS.get(reason, "the message was rejected"),
-                   "in_reply_to": message.message_id}
-        if "limit" in verdict.details:
-            payload["limit"] = verdict.details["limit"]
-        try:
-            reply = msg.compose_reply(replace(message, reply_to=()), from_addr=self.address,
-                                      payload=payload, index=0, salt=ERROR_REPLY_SALT,
-                                      limits=self.limits)
-            self._check_outgoing([reply])
-        except errors.OutgoingRejected as exc:
-            log.warning("%s: no error reply to %s: %s", self.address, message.key, exc)
-            return None
-        return reply
-
-    def _check_outgoing(self, outgoing: Sequence[msg.Outgoing]) -> None:
-        """Refuse outgoing mail over `max_recipients` or outside `allow_to` (OutgoingRejected)."""
-        for o in outgoing:
-            count = len(o.to) + len(o.cc)
-            if count > self.settings.max_recipients:
-                raise errors.OutgoingRejected(
-                    f"message {o.message_id} has {count} recipients, more than max_recipients "
-                    f"({self.settings.max_recipients}); nothing was sent")
-            policy.check_recipients(o, self.policy)
-
-    @staticmethod
-    def _fetched_data(message: msg.Message, raw: mb.RawMessage) -> dict[str, Any]:
-        return {
-            "provider_id": raw.id, "thread_id": raw.thread_id, "labels": list(raw.label_ids),
-            "message_id": message.message_id, "in_reply_to": message.in_reply_to,
-            "references": list(message.references), "sender": message.sender,
-            "recipients": [*message.to, *message.cc], "subject": message.subject,
-            "date": message.date.isoformat() if message.date else None,
-            "payload": message.payload, "auto_submitted": message.auto_submitted,
-            "size": message.size, "raw": _b64(raw.raw),
-        }
 
     # --- claim, handle, send, ack ----------------------------------------------------------
 
@@ -383,7 +265,7 @@ class Pipeline:
             return self._parsed[key]
         fetched = next(e for e in self.journal.events_of_message(key) if e.kind == ev.FETCHED)
         d = fetched.data
-        return msg.parse(_unb64(d["raw"]), account=self.address, provider_id=d["provider_id"],
+        return msg.parse(records.unb64(d["raw"]), account=self.address, provider_id=d["provider_id"],
                          thread_id=d.get("thread_id"), limits=self.limits)
 
     def _after_handler(self, row: Any, message: msg.Message, outcome: Outcome,
@@ -395,19 +277,19 @@ class Pipeline:
         result, outbox = outcome
         outgoing = list(outbox.items)
         try:
-            self._check_outgoing(outgoing)
+            self.screen.check_outgoing(outgoing)
         except errors.OutgoingRejected as exc:  # like one raised by compose in the handler
             self._fail(row, message, exc, report)
             return False
         replies = [o for o in outgoing if o.in_reply_to == message.message_id]
-        blockers = self._reply_blockers(row.conversation_id, message, outbox.allow_auto_reply) \
+        blockers = self.screen.reply_blockers(row.conversation_id, message, outbox.allow_auto_reply) \
             if replies else []
         suppressed = replies if blockers else []
         outgoing = [o for o in outgoing if o not in suppressed]
-        journaled = [self._outgoing_data(o) for o in outgoing]
+        journaled = [records.outgoing_data(o) for o in outgoing]
         events = [ev.Event(ev.PROCESSED, self.address, message_key=row.key, run_id=self.run_id,
                            attempt=row.attempts + 1, data={
-                               "result": _json_safe(result),
+                               "result": records.json_safe(result),
                                # Sends happen after this point: recovery scans SENT from here.
                                "history_point": self._cursor,
                                "outgoing": journaled})]
@@ -424,32 +306,6 @@ class Pipeline:
         self.on_step("processed", {"message": message, "outgoing": len(outgoing)})
         self.checkpoint("after_processed")
         return self.send_outbox(row.key, report, journaled=journaled, history_point=self._cursor)
-
-    def _reply_blockers(self, conversation: str | None, message: msg.Message,
-                        handler_insists: bool) -> list[str]:
-        """Why replies to `message` must be dropped (RFC 3834 and the per-conversation cap).
-
-        A handler may insist on answering automatic mail, never on passing the cap or on
-        answering a sender who failed authentication (no backscatter).
-        """
-        replies = self.journal.replies_in_conversation(self.address, conversation) \
-            if conversation else 0
-        verdict = policy.evaluate(message, self.policy, replies_in_conversation=replies)
-        if verdict.may_reply:
-            return []
-        blockers = list(verdict.details.get("reply_blocked") or [verdict.reason or "policy"])
-        if handler_insists:
-            blockers = [b for b in blockers if b != "auto_submitted"]
-        return blockers
-
-    @staticmethod
-    def _outgoing_data(o: msg.Outgoing) -> dict[str, Any]:
-        return {
-            "outbox_id": o.outbox_id, "message_id": o.message_id, "thread_id": o.thread_id,
-            "recipients": [*o.to, *o.cc], "subject": o.subject, "in_reply_to": o.in_reply_to,
-            "references": list(o.references), "auto_submitted": o.auto_submitted,
-            "payload": _json_safe(o.payload), "raw": _b64(o.raw),
-        }
 
     def send_outbox(self, key: str, report: CycleReport, *,
                     since_history_id: str | None = None,
@@ -471,7 +327,7 @@ class Pipeline:
             processed = by_id[item.outbox_id]
             try:
                 ref, recovered = send_exactly_once(
-                    self.mailbox, _unb64(item.raw), item.thread_id, item.rfc_message_id,
+                    self.mailbox, records.unb64(item.raw), item.thread_id, item.rfc_message_id,
                     item.outbox_id, since_history_id=since_history_id,
                     history_point=history_point, sleep=self.sleep)
             except errors.MailboxRejected as exc:

@@ -8,7 +8,7 @@ import pytest
 
 from agentmail import errors
 from agentmail.config import load_settings
-from agentmail.pipeline import parse_limits, trust_policy
+from agentmail.screening import parse_limits, trust_policy
 
 
 def test_trust_and_limit_keys_reach_the_policy_and_parse_limits(tmp_path):
