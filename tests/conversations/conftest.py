@@ -15,10 +15,8 @@ def db(tmp_path):
 
 
 @pytest.fixture
-def journal(db):
-    j = Journal.open(db)
-    yield j
-    j.close()
+def journal(sqlite_journal: Journal) -> Journal:
+    return sqlite_journal  # the same file as `db`
 
 
 @pytest.fixture
