@@ -45,6 +45,7 @@ class Settings:
     backoff_base: float = 2.0  # seconds; doubled per attempt
     backoff_max: float = 600.0  # seconds
     lease_seconds: float = 300.0  # a claim's lease; a live run extends it
+    handler_timeout: float = 0.0  # seconds one handler attempt may take; 0 = no limit
     concurrency: int = 1  # handlers run in parallel for different conversations
     quota_units_per_minute: int = 6000  # Gmail's per-user limit for projects since 2026-05
     # Trust

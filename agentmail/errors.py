@@ -8,13 +8,19 @@ Branches follow what the caller does next::
     ├── NotFound               an id, thread or account the journal does not know (exit 1)
     ├── JournalError           the journal cannot be used as it is
     │   ├── NotAJournal        the --db file is something else; it was left untouched
-    │   └── SchemaTooNew       written by a newer agentmail; upgrade the code
+    │   ├── SchemaTooNew       written by a newer agentmail; upgrade the code
+    │   ├── JournalBusy        the database is unreachable or overloaded: retry later
+    │   ├── JournalConflict    one write broke a constraint: that message's problem, not the run's
+    │   └── LeaseLost          another run owns the message now: abandon it, send nothing
     ├── AuthError              credentials missing, expired or revoked: run `agentmail auth`
     ├── MailboxError           the mailbox provider failed a call
     │   ├── MailboxUnavailable could not reach it, 5xx, 429, rate limits: retry later
     │   └── MailboxRejected    the provider said no (4xx): retrying will not help
     ├── OutgoingRejected       an outgoing message is unsafe or invalid (header injection, recipients)
-    └── AlreadyRunning         another live run holds this mailbox
+    ├── IdempotencyConflict    an idempotency key reused for different content (exit 1)
+    ├── AlreadyRunning         another live run holds this mailbox
+    ├── RunFenced              this run was declared dead by another; it stops without sending
+    └── Interrupted            the user abandoned the work under way (exit 130)
 
 Rejected mail and failing handlers are journal rows, not escaping exceptions:
 these classes are for failures of agentmail's own machinery and of its callers.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class AgentmailError(Exception):
@@ -73,6 +80,32 @@ class SchemaTooNew(JournalError):
         )
 
 
+class JournalBusy(JournalError):
+    """The journal database could not be reached or was too busy; the write can be retried."""
+
+    exit_code = EXIT_FAILURE
+    retryable = True
+
+
+class JournalConflict(JournalError):
+    """A write broke one of the journal's constraints; it concerns that write's message only."""
+
+    exit_code = EXIT_FAILURE
+
+
+class LeaseLost(JournalError):
+    """The message is owned by another claim now: abandon it without sending anything."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str | None = None, *, key: str | None = None,
+                 kind: str | None = None) -> None:
+        self.key = key
+        self.kind = kind
+        super().__init__(message or f"the lease on {key} was lost before {kind}: another run "
+                         "owns the message now")
+
+
 class AuthError(AgentmailError):
     """Mailbox credentials are missing, expired or revoked."""
 
@@ -110,6 +143,10 @@ class OutgoingRejected(AgentmailError):
     """An outgoing message was refused before anything was sent."""
 
 
+class IdempotencyConflict(AgentmailError):
+    """The idempotency key was used before for different content; nothing was sent."""
+
+
 class AlreadyRunning(AgentmailError):
     """Another live run already holds this mailbox."""
 
@@ -118,3 +155,13 @@ class AlreadyRunning(AgentmailError):
 
 class HistoryExpired(MailboxRejected):
     """The stored history id is too old or unknown to the mailbox; do a full sync."""
+
+
+class RunFenced(AgentmailError):
+    """Another run declared this one dead (its heartbeat stalled past its lease) and took over."""
+
+
+class Interrupted(AgentmailError):
+    """The user abandoned the work under way; the journal says what was left to retry."""
+
+    exit_code = EXIT_INTERRUPTED

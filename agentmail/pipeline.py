@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import random
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from agentmail import errors, policy, records
+from agentmail import errors, handling, intake, lifecycle, records
 from agentmail import message as msg
 from agentmail.agent import Agent, Outbox
 from agentmail.config import Settings
 from agentmail.journal import events as ev
-from agentmail.journal.store import Journal
+from agentmail.journal.port import Claim, JournalPort, MessageRow, OutboxRow
 from agentmail.mailbox import base as mb
 from agentmail.mailbox.delivery import send_exactly_once
 from agentmail.screening import Screen
@@ -53,12 +52,15 @@ class CycleReport:
     sent: int = 0
     acked: int = 0
     loop_guarded: int = 0
+    duplicates: int = 0
+    abandoned: int = 0  # messages another run took over while this one held them
     full_sync: bool = False
     errors: list[str] = field(default_factory=list)
 
     def add(self, other: CycleReport) -> None:
+        self.full_sync = self.full_sync or other.full_sync
         for name in ("fetched", "rejected", "processed", "failed", "dead_lettered", "sent",
-                     "acked", "loop_guarded"):
+                     "acked", "loop_guarded", "duplicates", "abandoned"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.extend(other.errors)
 
@@ -67,10 +69,10 @@ class CycleReport:
             "errors": list(self.errors)}
 
 
-class Pipeline:
+class Pipeline(intake.Intake):
     """Processes one mailbox. `cycle()` is one poll: sync, claim, handle, send, ack."""
 
-    def __init__(self, *, journal: Journal, mailbox: mb.Mailbox, agent: Agent,
+    def __init__(self, *, journal: JournalPort, mailbox: mb.Mailbox, agent: Agent,
                  settings: Settings, run_id: str, on_step: StepListener | None = None,
                  checkpoint: Checkpoint | None = None,
                  sleep: Callable[[float], None] | None = None) -> None:
@@ -85,11 +87,17 @@ class Pipeline:
         self.on_step = on_step or (lambda kind, info: None)
         self.checkpoint = checkpoint or (lambda name: None)
         self.sleep = sleep
-        self._executor: ThreadPoolExecutor | None = None
         # Set by Ctrl-C / SIGTERM: the cycle ends after the step under way.
         self.stop_requested = threading.Event()
+        # Set by a second Ctrl-C: handlers under way are abandoned at once.
+        self.abandon_requested = threading.Event()
+        self.handlers: handling.HandlerRunner[Claim] = handling.HandlerRunner(
+            concurrency=settings.concurrency, timeout=settings.handler_timeout,
+            abandon=self.abandon_requested)
+        self.last_progress = time.monotonic()  # the heartbeat beats only while this moves
         self._parsed: dict[str, msg.Message] = {}  # accepted this cycle, not yet handled
         self._cursor: str | None = None  # the history id of the last sync
+        self.hold_cursor = False  # set when a fetched message could not be journaled
 
     @property
     def labels(self) -> list[str]:
@@ -106,72 +114,12 @@ class Pipeline:
             pass
         return report
 
-    def lease_until(self) -> datetime:
-        return self.journal.clock() + timedelta(seconds=self.settings.lease_seconds)
+    def progressed(self) -> None:
+        self.last_progress = time.monotonic()
 
-    # --- fetch -----------------------------------------------------------------------------
-
-    def sync(self, report: CycleReport) -> None:
-        """Bring new mail into the journal: incremental from the cursor, else a full sync."""
-        account = self.journal.account(self.address)
-        cursor = self._cursor = account.history_id if account is not None else None
-        try:
-            changes = self.mailbox.changes_since(cursor) if cursor else None
-        except errors.HistoryExpired:
-            log.warning("%s: history cursor %s expired; doing a full sync", self.address, cursor)
-            changes = None
-        if changes is None:
-            report.full_sync = True
-            changes = self.mailbox.list_unread(self.settings.max_messages * 100)
-        if self._cursor is None:  # first sync: its point was taken before listing
-            self._cursor = changes.history_id
-        ids = list(dict.fromkeys(ref.id for ref in changes.added))
-        known = self.journal.known_provider_ids(self.address, ids)
-        new = [i for i in ids if i not in known]
-        chunk = max(1, self.settings.max_messages)
-        for start in range(0, len(new), chunk):
-            if self.stop_requested.is_set():
-                return  # the cursor stays: what was not fetched is listed again next run
-            self._fetch(new[start:start + chunk], report)
-            # Handle each chunk before fetching the next: a backlog of any size is worked
-            # through with one chunk of messages in memory.
-            while not self.stop_requested.is_set() and self.process_batch(report):
-                pass
-        if not account or account.history_id != changes.history_id:
-            self.journal.append(ev.Event(ev.SYNCED, self.address, run_id=self.run_id,
-                                         data={"history_id": changes.history_id,
-                                               "full": report.full_sync}))
-
-    def _fetch(self, ids: Sequence[str], report: CycleReport) -> None:
-        raws = self.mailbox.get_raw(ids)
-        events: list[ev.Event] = []
-        rejected: list[str] = []
-        answered: list[str] = []
-        for raw in raws:
-            message = msg.parse(raw.raw, account=self.address, provider_id=raw.id,
-                                thread_id=raw.thread_id, limits=self.limits)
-            key = message.key
-            events.append(ev.Event(ev.FETCHED, self.address, message_key=key, run_id=self.run_id,
-                                   data=records.fetched_data(message, raw)))
-            verdict = policy.evaluate(message, self.screen.policy)
-            self.on_step("fetched", {"message": message})
-            if verdict.accepted:
-                self._parsed[key] = message
-            else:
-                rejection = self.screen.rejection(message, verdict, raw.raw)
-                events.extend(rejection)
-                if rejection[0].data.get("outgoing"):
-                    answered.append(key)
-                rejected.append(raw.id)
-                report.rejected += 1
-                self.on_step("rejected", {"message": message, "reason": verdict.reason})
-        if events:
-            self.journal.append(*events)
-        report.fetched += len(raws)
-        if rejected:
-            self._label(rejected, add=[self.settings.label_rejected], report=report)
-        for key in answered:
-            self.send_outbox(key, report)
+    def step(self, kind: str, info: dict[str, Any]) -> None:
+        self.progressed()
+        self.on_step(kind, info)
 
     # --- claim, handle, send, ack ----------------------------------------------------------
 
@@ -182,70 +130,112 @@ class Pipeline:
             return False
         return self.process_rows(rows, report) and len(rows) == self.settings.max_messages
 
-    def process_rows(self, rows: Sequence[Any], report: CycleReport) -> bool:
+    def process_rows(self, rows: Sequence[MessageRow], report: CycleReport) -> bool:
         """Claim these pending messages and take each one claimed through to ack or release.
 
         `process_batch` gives it the oldest claimable messages, `agentmail replay` the ones
         it was asked to replay. False when none could be claimed.
         """
-        taken = {e.message_key for e in self.journal.claim_many(
-            [r.key for r in rows], run_id=self.run_id, lease_until=self.lease_until())}
-        claimed = [r for r in rows if r.key in taken]
-        if not claimed:
+        claims = self.journal.claim_many([r.key for r in rows], run_id=self.run_id,
+                                         lease_seconds=self.settings.lease_seconds)
+        if not claims:
             return False
         self.checkpoint("after_claim_journaled")
-        self._label([r.provider_id for r in claimed], add=[self.settings.label_processing],
+        self._label([c.provider_id for c in claims], add=[self.settings.label_processing],
                     report=report)
         self.checkpoint("after_claim")
-        done: list[Any] = []
-        for row, message, outcome in self._run_handlers(claimed):
-            if self._after_handler(row, message, outcome, report):
-                done.append(row)
+        done: list[Claim] = []
+        try:
+            for claim, message, outcome in self._run_handlers(claims, report):
+                if self._isolated(claim, message, outcome, report):
+                    done.append(claim)
+        finally:
+            for claim in claims:
+                self._parsed.pop(claim.key, None)
         self.ack(done, report)
-        for row in claimed:
-            self._parsed.pop(row.key, None)
         return True
 
-    def _run_handlers(self, rows: Sequence[Any]) -> Iterator[tuple[Any, msg.Message, Outcome]]:
-        """Run the handler on each message; yield outcomes as they complete.
+    def _isolated(self, claim: Claim, message: msg.Message | None, outcome: Outcome,
+                  report: CycleReport) -> bool:
+        """`_after_handler` for one message, so that nothing about it can stop the run.
 
-        With concurrency N, conversations are handled in parallel, each conversation's
-        messages one after another in arrival order. Only handlers run in worker
-        threads: the journal and mailbox work after each stays on this thread, so the
-        write-ahead order (processed before any send) is the same as with one worker.
+        A lost lease abandons the message (its new owner finishes it); any other error of
+        ours, of a library or of the journal about this message fails its attempt like a
+        handler error. Only errors about the whole journal (JournalBusy) go up.
         """
-        prepared = [(row, self.message_of(row.key)) for row in rows]
-        for row, message in prepared:
-            self.on_step("claimed", {"message": message, "attempt": row.attempts + 1})
-        if self.settings.concurrency <= 1 or len(prepared) <= 1:
-            for row, message in prepared:
-                yield row, message, self._invoke(message)
-            return
-        by_conversation: dict[str, list[tuple[Any, msg.Message]]] = {}
-        for row, message in prepared:
-            by_conversation.setdefault(row.conversation_id or row.key, []).append((row, message))
-        finished: queue.Queue[tuple[Any, msg.Message, Outcome]] = queue.Queue()
+        try:
+            if message is None:  # it could not even be read back: fail it
+                raise outcome if isinstance(outcome, BaseException) else RuntimeError(outcome)
+            return self._after_handler(claim, message, outcome, report)
+        except errors.LeaseLost as exc:
+            self.abandoned(claim, exc, report)
+        except (errors.JournalBusy, errors.AuthError, errors.Interrupted):
+            raise
+        except Exception as exc:  # quarantine this message, go on with the rest
+            log.warning("%s: %s failed outside its handler: %s: %s", self.address, claim.key,
+                        type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            try:
+                self.fail_attempt(claim, exc, report, stage="pipeline")
+            except errors.LeaseLost as lost:
+                self.abandoned(claim, lost, report)
+            except (errors.JournalBusy, errors.AuthError):
+                raise
+            except Exception as again:  # recovery charges it as a crashed claim
+                report.errors.append(f"{claim.key}: {again}")
+                log.warning("%s: could not journal the failure of %s (%s); the next run's "
+                            "recovery charges it", self.address, claim.key, again)
+        return False
 
-        def work(items: list[tuple[Any, msg.Message]]) -> None:
-            for row, message in items:
-                finished.put((row, message, self._invoke(message)))
+    def abandoned(self, claim: Claim, exc: errors.LeaseLost, report: CycleReport) -> None:
+        report.abandoned += 1
+        log.warning("%s: %s; abandoned %s without sending (its new owner finishes it)",
+                    self.address, exc, claim.key)
+        self.step("abandoned", {"key": claim.key, "error": exc})
 
-        pool = self._pool()
-        for items in by_conversation.values():
-            pool.submit(work, items)
-        for _ in prepared:
-            yield finished.get()
+    def _run_handlers(self, claims: Sequence[Claim], report: CycleReport
+                      ) -> Iterator[tuple[Claim, msg.Message | None, Outcome]]:
+        """Run the handler on each claimed message; yield outcomes as they complete.
 
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.settings.concurrency,
-                                                thread_name_prefix="handler")
-        return self._executor
+        Only handlers run in worker threads (see agentmail.handling): the journal and
+        mailbox work after each stays on this thread, so the write-ahead order (processed
+        before any send) is the same whatever the concurrency.
+        """
+        prepared: dict[str, msg.Message] = {}
+        batch = []
+        for claim in claims:
+            try:
+                message = self.message_of(claim.key)
+            except Exception as exc:  # unreadable: fail it, go on
+                yield claim, None, exc
+                continue
+            prepared[claim.key] = message
+            self.step("claimed", {"message": message, "attempt": claim.attempt})
+            batch.append((claim, claim.conversation_id or claim.key,
+                          _call(self._invoke, message)))
+        for claim, outcome in self.handlers.run(batch):
+            self.progressed()
+            if isinstance(outcome, handling.Abandoned | handling.NotStarted) \
+                    and self.abandon_requested.is_set():
+                self._interrupted(claim, isinstance(outcome, handling.Abandoned), report)
+                continue
+            if isinstance(outcome, handling.NotStarted):
+                self.release_unstarted(claim, "conversation_blocked")
+                continue
+            yield claim, prepared[claim.key], outcome
+        if self.abandon_requested.is_set():
+            raise errors.Interrupted("abandoned the handlers under way; their messages were "
+                                     "released for retry, nothing was sent for them")
 
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+    def _interrupted(self, claim: Claim, started: bool, report: CycleReport) -> None:
+        """The user abandoned the run: an interrupted attempt, released at once for retry."""
+        try:
+            if started:
+                self.fail_attempt(claim, errors.Interrupted("abandoned by the user"), report,
+                                  stage="interrupted", retry=True, delay=0.0)
+            else:
+                self.release_unstarted(claim, "interrupted_before_handler")
+        except errors.LeaseLost as exc:
+            self.abandoned(claim, exc, report)
 
     def _invoke(self, message: msg.Message) -> Outcome:
         try:
@@ -255,9 +245,15 @@ class Pipeline:
 
     def _salt(self, key: str) -> str:
         """Empty for a message's first handled result; a replay's handler gets a new one, so
-        its replies never take the Message-IDs (and outbox ids) of an earlier result."""
-        earlier = sum(e.kind == ev.PROCESSED for e in self.journal.events_of_message(key))
-        return f"replay{earlier}" if earlier else ""
+        its replies never take the Message-IDs (and outbox ids) of an earlier result. A second
+        copy of a Message-ID that is not a duplicate (another sender or body) gets its own too."""
+        events = self.journal.events_of_message(key)
+        earlier = sum(e.kind == ev.PROCESSED for e in events)
+        salt = f"replay{earlier}" if earlier else ""
+        fetched = next((e for e in events if e.kind == ev.FETCHED), None)
+        if fetched is not None and fetched.data.get("repeats"):
+            salt += f"|copy:{fetched.data['provider_id']}"
+        return salt
 
     def message_of(self, key: str) -> msg.Message:
         """The message as fetched, parsed again from the raw bytes the journal keeps."""
@@ -268,51 +264,55 @@ class Pipeline:
         return msg.parse(records.unb64(d["raw"]), account=self.address, provider_id=d["provider_id"],
                          thread_id=d.get("thread_id"), limits=self.limits)
 
-    def _after_handler(self, row: Any, message: msg.Message, outcome: Outcome,
+    def _after_handler(self, claim: Claim, message: msg.Message, outcome: Outcome,
                        report: CycleReport) -> bool:
         """Journal the handler's outcome, then send. True when the message is ready to ack."""
         if isinstance(outcome, BaseException):
-            self._fail(row, message, outcome, report)
+            self.fail_attempt(claim, outcome, report)
             return False
         result, outbox = outcome
         outgoing = list(outbox.items)
         try:
             self.screen.check_outgoing(outgoing)
         except errors.OutgoingRejected as exc:  # like one raised by compose in the handler
-            self._fail(row, message, exc, report)
+            self.fail_attempt(claim, exc, report)
             return False
         replies = [o for o in outgoing if o.in_reply_to == message.message_id]
-        blockers = self.screen.reply_blockers(row.conversation_id, message, outbox.allow_auto_reply) \
-            if replies else []
+        blockers = self.screen.reply_blockers(claim.conversation_id, message,
+                                              outbox.allow_auto_reply) if replies else []
         suppressed = replies if blockers else []
         outgoing = [o for o in outgoing if o not in suppressed]
         journaled = [records.outgoing_data(o) for o in outgoing]
-        events = [ev.Event(ev.PROCESSED, self.address, message_key=row.key, run_id=self.run_id,
-                           attempt=row.attempts + 1, data={
-                               "result": records.json_safe(result),
+        events = [ev.Event(ev.PROCESSED, self.address, message_key=claim.key, run_id=self.run_id,
+                           attempt=claim.attempt, data={
+                               "result": records.json_safe(result), "token": claim.token,
                                # Sends happen after this point: recovery scans SENT from here.
                                "history_point": self._cursor,
                                "outgoing": journaled})]
         if suppressed:
-            events.append(ev.Event(ev.LOOP_GUARDED, self.address, message_key=row.key,
+            events.append(ev.Event(ev.LOOP_GUARDED, self.address, message_key=claim.key,
                                    run_id=self.run_id, data={
                                        "reason": blockers[0], "blockers": blockers,
                                        "auto_submitted": message.auto_submitted,
                                        "suppressed": [o.message_id for o in suppressed]}))
             report.loop_guarded += 1
-            self.on_step("loop_guarded", {"message": message, "reason": blockers[0]})
+            self.step("loop_guarded", {"message": message, "reason": blockers[0]})
         self.journal.append(*events)
         report.processed += 1
-        self.on_step("processed", {"message": message, "outgoing": len(outgoing)})
+        self.step("processed", {"message": message, "outgoing": len(outgoing)})
         self.checkpoint("after_processed")
-        return self.send_outbox(row.key, report, journaled=journaled, history_point=self._cursor)
+        return self.send_outbox(claim.key, report, owner=claim, journaled=journaled,
+                                history_point=self._cursor)
 
-    def send_outbox(self, key: str, report: CycleReport, *,
+    def send_outbox(self, key: str, report: CycleReport, *, owner: Claim | None = None,
                     since_history_id: str | None = None,
                     journaled: list[dict[str, Any]] | None = None,
                     history_point: str | None = None) -> bool:
         """Send every queued message of `key` not yet journaled as sent. True when all are out.
 
+        `owner`: the claim the sends happen under; it is renewed (proving it is still ours)
+        immediately before each send, so a run that lost it sends nothing. None for error
+        replies to rejected mail and for `agentmail send` requests, which no claim holds.
         `journaled`: the outgoing messages just journaled for `key` (saves reading them back);
         `since_history_id`: recovery's point to look for earlier sends before sending;
         `history_point`: a history id known to precede these sends (saves a getProfile).
@@ -325,13 +325,15 @@ class Pipeline:
             if by_id is None:
                 by_id = self._outgoing_by_id(key)
             processed = by_id[item.outbox_id]
+            if owner is not None:
+                owner = self.journal.renew(owner, self.settings.lease_seconds)
             try:
                 ref, recovered = send_exactly_once(
                     self.mailbox, records.unb64(item.raw), item.thread_id, item.rfc_message_id,
                     item.outbox_id, since_history_id=since_history_id,
                     history_point=history_point, sleep=self.sleep)
             except errors.MailboxRejected as exc:
-                self._send_refused(key, item, exc, report)
+                self._send_refused(key, owner, item, exc, report)
                 return False
             except errors.MailboxUnavailable as exc:
                 # Unknown outcome and the mailbox is unreachable: leave it in flight; the next
@@ -350,95 +352,120 @@ class Pipeline:
                                              "recipients": json.loads(item.recipients),
                                              "subject": item.subject,
                                              "payload": processed.get("payload"),
-                                             "recovered": recovered}))
+                                             "recovered": recovered,
+                                             **({"token": owner.token} if owner else {})}))
             report.sent += 1
-            self.on_step("sent", {"key": key, "message_id": item.rfc_message_id,
-                                  "to": json.loads(item.recipients), "recovered": recovered})
+            self.step("sent", {"key": key, "message_id": item.rfc_message_id,
+                               "to": json.loads(item.recipients), "recovered": recovered})
         self.checkpoint("after_send")
         return True
 
     def _outgoing_by_id(self, key: str) -> dict[str, dict[str, Any]]:
-        """Every message journaled as outgoing for `key` (by `processed`, or by `rejected`
-        for an error reply), the latest journaling of an outbox id winning."""
+        """Every message journaled as outgoing for `key` (by `processed`, by `rejected` for an
+        error reply, by `send_requested` for a request), the latest journaling of an id winning."""
         found: dict[str, dict[str, Any]] = {}
         for e in self.journal.events_of_message(key):
-            if e.kind in (ev.PROCESSED, ev.REJECTED):
+            if e.kind in (ev.PROCESSED, ev.REJECTED, ev.SEND_REQUESTED):
                 found.update({o["outbox_id"]: o for o in e.data.get("outgoing", [])})
         return found
 
-    def _send_refused(self, key: str, item: Any, exc: errors.MailboxRejected,
-                      report: CycleReport) -> None:
+    def _send_refused(self, key: str, owner: Claim | None, item: OutboxRow,
+                      exc: errors.MailboxRejected, report: CycleReport) -> None:
         """The provider will never accept this message: dead-letter its source for a person."""
-        row = self.journal.message(key)
-        assert row is not None  # its outbox was queued by journaling how it was handled
-        if row.state == "rejected":  # an error reply: give it up, the rejection stands
+        if owner is None:  # an error reply or a request: give it up, nothing else to undo
             self.journal.append(ev.Event(ev.FAILED, self.address, message_key=key,
                                          run_id=self.run_id, data={
                                              "stage": "error_reply",
                                              "error_class": type(exc).__name__,
                                              "error": str(exc), "retryable": False,
                                              "outbox_id": item.outbox_id}))
-            report.errors.append(f"error reply {item.rfc_message_id} refused: {exc}")
+            report.errors.append(f"{item.rfc_message_id} refused: {exc}")
             return
-        self.journal.append(ev.Event(ev.FAILED, self.address, message_key=key, run_id=self.run_id,
-                                     attempt=row.attempts, data={
-                                         "stage": "send", "error_class": type(exc).__name__,
-                                         "error": str(exc), "retryable": False,
-                                         "outbox_id": item.outbox_id}))
-        self._label([row.provider_id], add=[self.settings.label_failed],
-                    remove=[self.settings.label_processing], report=report)
-        self.journal.append(ev.Event(ev.DEAD_LETTERED, self.address, message_key=key,
-                                     run_id=self.run_id, data={"reason": "send_refused"}))
-        report.dead_lettered += 1
+        self.fail_attempt(owner, exc, report, stage="send", retry=False, reason="send_refused",
+                          outbox_id=item.outbox_id)
 
-    def ack(self, rows: Iterable[Any], report: CycleReport) -> None:
+    def ack(self, claims: Iterable[Claim], report: CycleReport) -> None:
         """Mark handled messages read and done in the mailbox, then journal `acked`."""
-        rows = list(rows)
-        if not rows:
+        claims = list(claims)
+        if not claims:
             return
         s = self.settings
-        self._label([r.provider_id for r in rows], add=[s.label_done],
+        self._label([c.provider_id for c in claims], add=[s.label_done],
                     remove=[SYSTEM_UNREAD, s.label_processing], report=report, required=True)
         self.checkpoint("after_ack_labels")
-        self.journal.append(*[ev.Event(ev.ACKED, self.address, message_key=r.key,
-                                       run_id=self.run_id) for r in rows])
-        report.acked += len(rows)
-        for r in rows:
-            self.on_step("acked", {"key": r.key})
+        events = [ev.Event(ev.ACKED, self.address, message_key=c.key, run_id=self.run_id,
+                           data={"token": c.token}) for c in claims]
+        try:
+            self.journal.append(*events)
+            acked = claims
+        except errors.LeaseLost:  # one of them was taken over: ack the others one by one
+            acked = []
+            for claim, event in zip(claims, events, strict=True):
+                try:
+                    self.journal.append(event)
+                    acked.append(claim)
+                except errors.LeaseLost as exc:
+                    self.abandoned(claim, exc, report)
+        report.acked += len(acked)
+        for c in acked:
+            self.step("acked", {"key": c.key})
 
-    def _fail(self, row: Any, message: msg.Message, exc: BaseException,
-              report: CycleReport) -> None:
-        attempt = row.attempts + 1
-        # Unsafe outgoing mail (header injection, recipients) fails the same way every time.
-        refused = isinstance(exc, errors.OutgoingRejected)
-        retry = attempt < self.settings.max_attempts and not refused
-        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-        self.journal.append(ev.Event(ev.FAILED, self.address, message_key=row.key,
-                                     run_id=self.run_id, attempt=attempt, data={
-                                         "stage": "handler", "error_class": type(exc).__name__,
-                                         "error": str(exc)[:2000], "retryable": retry,
-                                         "traceback": "".join(tb[-TRACEBACK_LINES:])}))
-        report.failed += 1
+    def fail_attempt(self, claim: Claim, exc: BaseException, report: CycleReport, *,
+                     stage: str = "handler", retry: bool | None = None,
+                     reason: str | None = None, delay: float | None = None,
+                     **details: Any) -> None:
+        """The one way an attempt fails: `failed`, then the labels, then `released` for a retry
+        after backoff or `dead_lettered` -- for the pipeline, recovery and replay alike.
+
+        `retry`: None decides by the attempt budget (and never retries unsafe outgoing mail,
+        which fails the same way every time); `delay`: seconds before the retry (None: backoff).
+        """
         s = self.settings
+        refused = isinstance(exc, errors.OutgoingRejected)
+        if retry is None:
+            retry = claim.attempt < s.max_attempts and not refused
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        self.journal.append(ev.Event(ev.FAILED, self.address, message_key=claim.key,
+                                     run_id=self.run_id, attempt=claim.attempt, data={
+                                         "stage": stage, "error_class": type(exc).__name__,
+                                         "error": str(exc)[:2000], "retryable": retry,
+                                         "token": claim.token,
+                                         **({"reason": reason} if reason else {}), **details,
+                                         **({"traceback": "".join(tb[-TRACEBACK_LINES:])}
+                                            if exc.__traceback__ else {})}))
+        report.failed += 1
         if retry:
-            self._label([row.provider_id], remove=[s.label_processing], report=report)
-            delay = min(s.backoff_max, s.backoff_base * 2 ** (attempt - 1))
-            delay *= random.uniform(0.8, 1.2)  # jitter, so failures do not retry in lockstep
+            self._label([claim.provider_id], remove=[s.label_processing], report=report)
+            if delay is None:
+                delay = min(s.backoff_max, s.backoff_base * 2 ** (claim.attempt - 1))
+                delay *= random.uniform(0.8, 1.2)  # jitter, so failures do not retry in lockstep
             at = self.journal.clock() + timedelta(seconds=delay)
-            self.journal.append(ev.Event(ev.RELEASED, self.address, message_key=row.key,
-                                         run_id=self.run_id, attempt=attempt,
+            self.journal.append(ev.Event(ev.RELEASED, self.address, message_key=claim.key,
+                                         run_id=self.run_id, attempt=claim.attempt,
                                          data={"next_attempt_at": at.isoformat(),
-                                               "reason": "handler_failed"}))
-            self.on_step("released", {"message": message, "error": exc, "retry_at": at})
+                                               "reason": reason or f"{stage}_failed",
+                                               "token": claim.token}))
+            self.step("released", {"key": claim.key, "error": exc, "retry_at": at})
         else:
-            self._label([row.provider_id], add=[s.label_failed], remove=[s.label_processing],
+            self._label([claim.provider_id], add=[s.label_failed], remove=[s.label_processing],
                         report=report)
-            self.journal.append(ev.Event(ev.DEAD_LETTERED, self.address, message_key=row.key,
-                                         run_id=self.run_id, attempt=attempt,
-                                         data={"reason": "outgoing_rejected" if refused
-                                               else "max_attempts"}))
+            self.journal.append(ev.Event(ev.DEAD_LETTERED, self.address, message_key=claim.key,
+                                         run_id=self.run_id, attempt=claim.attempt, data={
+                                             "reason": reason or ("outgoing_rejected" if refused
+                                                                  else "max_attempts"),
+                                             "token": claim.token}))
             report.dead_lettered += 1
-            self.on_step("dead_lettered", {"message": message, "error": exc})
+            self.step("dead_lettered", {"key": claim.key, "error": exc})
+
+    def release_unstarted(self, claim: Claim, reason: str, **data: Any) -> None:
+        """Give back a claim whose handler never started, and the attempt it counted."""
+        self.journal.append(ev.Event(ev.RELEASED, self.address, message_key=claim.key,
+                                     run_id=self.run_id, attempt=claim.attempt,
+                                     data={"next_attempt_at": None, "reason": reason,
+                                           "refund_attempt": True, "token": claim.token,
+                                           **data}))
+        self._label([claim.provider_id], remove=[self.settings.label_processing],
+                    report=CycleReport())
 
     def _label(self, ids: Sequence[str], *, add: Sequence[str] = (), remove: Sequence[str] = (),
                report: CycleReport, required: bool = False) -> None:
@@ -453,12 +480,14 @@ class Pipeline:
             log.warning("%s: label change failed (%s); reconciliation will repair it",
                         self.address, exc)
 
+    label = _label  # recovery and replay mirror their decisions through the same path
+
     # --- in-flight work of this run --------------------------------------------------------
 
     def history_point_of(self, key: str) -> str | None:
         """The mailbox history point journaled with `key`'s handler result, before any send."""
         for e in reversed(self.journal.events_of_message(key)):
-            if e.kind == ev.PROCESSED:
+            if e.kind in (ev.PROCESSED, ev.SEND_REQUESTED):
                 return e.data.get("history_point")
         return None
 
@@ -469,8 +498,28 @@ class Pipeline:
             point = next((e.data.get("history_point") for e in self.journal.events_of_message(key)
                           if e.kind == ev.REJECTED and e.data.get("outgoing")), None)
             self.send_outbox(key, report, since_history_id=point)
-        rows = [r for r in self.journal.in_flight(self.address) if r.lease_run_id == self.run_id]
-        # A send that failed earlier may still have gone out: look before sending again.
-        done = [r for r in rows if r.state == "processed" and self.send_outbox(
-            r.key, report, since_history_id=self.history_point_of(r.key) or "0")]
+        for key in self.journal.queued_requests(self.address):  # `agentmail send` cut short
+            self.send_outbox(key, report, since_history_id=self.history_point_of(key) or "0")
+        held = [claim_of(r) for r in self.journal.in_flight(self.address)
+                if r.lease_run_id == self.run_id and r.state == lifecycle.PROCESSED]
+        done = []
+        for claim in held:
+            try:
+                # A send that failed earlier may still have gone out: look before sending again.
+                if self.send_outbox(claim.key, report, owner=claim,
+                                    since_history_id=self.history_point_of(claim.key) or "0"):
+                    done.append(claim)
+            except errors.LeaseLost as exc:
+                self.abandoned(claim, exc, report)
         self.ack(done, report)
+
+
+def claim_of(row: MessageRow) -> Claim:
+    """The claim a message row records (its holder, token and deadline)."""
+    assert row.lease_run_id is not None and row.lease_expires_at is not None
+    return Claim(row.key, row.account, row.provider_id, row.conversation_id, row.attempts,
+                 row.lease_token, row.lease_run_id, row.lease_expires_at)
+
+
+def _call(fn: Callable[[msg.Message], Outcome], message: msg.Message) -> Callable[[], Outcome]:
+    return lambda: fn(message)

@@ -26,7 +26,8 @@ from typing import Any
 from agentmail import errors
 from agentmail.journal import events as ev
 from agentmail.journal import projections as proj
-from agentmail.journal.store import as_utc
+from agentmail.journal.engine import as_utc
+from agentmail.journal.port import Claim, MessageRow
 from agentmail.pipeline import CycleReport, Pipeline
 
 log = logging.getLogger(__name__)
@@ -76,24 +77,34 @@ def _reconciled(p: Pipeline, key: str | None, found: str, action: str,
 
 def reconcile(p: Pipeline, *, is_alive: Callable[[Any], bool],
               live_runs: Callable[[str], Any]) -> ReconcileReport:
-    """Repair every in-flight message of `p`'s mailbox whose holder is gone."""
+    """Repair every in-flight message of `p`'s mailbox whose holder is gone.
+
+    Each repair starts by taking the claim over (a compare-and-set on its token): if
+    another run got there first, or the holder was alive after all and moved on, the
+    message is left to whoever owns it.
+    """
     report = ReconcileReport()
     orphans = [row for row in p.journal.in_flight(p.address)
                if row.lease_run_id != p.run_id and not _held(p, row, is_alive, live_runs)]
     claimed = [row for row in orphans if row.state == proj.CLAIMED]
     started = _maybe_started(p, claimed)
     for row in orphans:
-        if row.state == proj.CLAIMED:
-            _crashed_claim(p, row, report, handler_started=row.key in started)
-        elif row.state == proj.PROCESSED:
-            _finish_processed(p, row, report)
+        try:
+            if row.state == proj.CLAIMED:
+                _crashed_claim(p, row, report, handler_started=row.key in started)
+            elif row.state == proj.PROCESSED:
+                _finish_processed(p, row, report)
+        except errors.LeaseLost:
+            report.actions["taken_by_another_run"] += 1
+            log.info("%s: %s was taken over by another run first", p.address, row.key)
     _release_drift(p, report)
     return report
 
 
-def _held(p: Pipeline, row: Any, is_alive: Callable[[Any], bool],
+def _held(p: Pipeline, row: MessageRow, is_alive: Callable[[Any], bool],
           live_runs: Callable[[str], Any]) -> bool:
-    """Does a live run still hold this message under an unexpired lease?"""
+    """Does a live run still hold this message under an unexpired lease (its own deadline,
+    on the database's clock)?"""
     holder = live_runs(row.lease_run_id) if row.lease_run_id else None
     if holder is None or not is_alive(holder):
         return False
@@ -101,7 +112,7 @@ def _held(p: Pipeline, row: Any, is_alive: Callable[[Any], bool],
     return expires is None or expires > p.journal.clock()
 
 
-def _maybe_started(p: Pipeline, claimed: list[Any]) -> set[str]:
+def _maybe_started(p: Pipeline, claimed: list[MessageRow]) -> set[str]:
     """The crashed claims whose handler may have started.
 
     A run claims a batch and hands its conversations to N workers in claim order, each
@@ -112,12 +123,13 @@ def _maybe_started(p: Pipeline, claimed: list[Any]) -> set[str]:
     handler ever saw). N is the dead run's `concurrency`, as its `run_started` recorded it.
     """
     started: set[str] = set()
-    by_run: dict[str, dict[str, Any]] = {}
-    workers: dict[str, int] = {}
+    by_run: dict[str | None, dict[str, Any]] = {}
+    workers: dict[str | None, int] = {}
     for row in sorted(claimed, key=lambda r: r.last_seq):  # last_seq: the claim event
         run_id = row.lease_run_id
         if run_id not in workers:
-            workers[run_id] = max(1, p.journal.run_concurrency(run_id) or p.settings.concurrency)
+            workers[run_id] = max(1, (p.journal.run_concurrency(run_id) if run_id else None)
+                                  or p.settings.concurrency)
         conversations = by_run.setdefault(run_id, {})
         conversation = row.conversation_id or row.key
         if conversation not in conversations and len(conversations) < workers[run_id]:
@@ -126,64 +138,44 @@ def _maybe_started(p: Pipeline, claimed: list[Any]) -> set[str]:
     return started
 
 
-def _crashed_claim(p: Pipeline, row: Any, report: ReconcileReport, *,
+def _take_over(p: Pipeline, row: MessageRow, action: str, **data: Any) -> Claim:
+    return p.journal.take_over(row, run_id=p.run_id, lease_seconds=p.settings.lease_seconds,
+                               found=row.state, action=action, dead_run=row.lease_run_id,
+                               **data)
+
+
+def _crashed_claim(p: Pipeline, row: MessageRow, report: ReconcileReport, *,
                    handler_started: bool) -> None:
     """The handler may have run partly: count a crashed attempt and release per policy."""
-    s = p.settings
     if not handler_started:
-        p.journal.append(
-            _reconciled(p, row.key, "claimed", "released_unstarted_claim",
-                        attempt=row.attempts, dead_run=row.lease_run_id,
-                        handler_started=False),
-            ev.Event(ev.RELEASED, p.address, message_key=row.key, run_id=p.run_id,
-                     attempt=row.attempts, data={"next_attempt_at": None,
-                                                 "reason": "crashed_before_handler",
-                                                 "refund_attempt": True}))
-        p._label([row.provider_id], remove=[s.label_processing], report=CycleReport())
+        claim = _take_over(p, row, "released_unstarted_claim", attempt=row.attempts,
+                           handler_started=False)
+        p.release_unstarted(claim, "crashed_before_handler")
         report.actions["crashed_claims_released"] += 1
         return
-    retry = row.attempts < s.max_attempts
-    p.journal.append(
-        _reconciled(p, row.key, "claimed",
-                    "released_crashed_claim" if retry else "dead_lettered_crashed_claim",
-                    attempt=row.attempts, dead_run=row.lease_run_id, handler_started=True),
-        ev.Event(ev.FAILED, p.address, message_key=row.key, run_id=p.run_id,
-                 attempt=row.attempts, data={
-                     "stage": "handler", "error_class": "Crashed",
-                     "error": f"run {row.lease_run_id} stopped while handling it",
-                     "reason": "crashed", "retryable": retry}))
-    if retry:
-        p._label([row.provider_id], remove=[s.label_processing], report=CycleReport())
-        p.journal.append(ev.Event(ev.RELEASED, p.address, message_key=row.key, run_id=p.run_id,
-                                  attempt=row.attempts,
-                                  data={"next_attempt_at": None, "reason": "crashed"}))
-        report.actions["crashed_claims_released"] += 1
-    else:
-        p._label([row.provider_id], add=[s.label_failed], remove=[s.label_processing],
-                 report=CycleReport())
-        p.journal.append(ev.Event(ev.DEAD_LETTERED, p.address, message_key=row.key,
-                                  run_id=p.run_id, attempt=row.attempts,
-                                  data={"reason": "max_attempts"}))
-        report.actions["crashed_claims_dead_lettered"] += 1
+    retry = row.attempts < p.settings.max_attempts
+    claim = _take_over(p, row, "released_crashed_claim" if retry else
+                       "dead_lettered_crashed_claim", attempt=row.attempts,
+                       handler_started=True)
+    crash = errors.AgentmailError(f"run {row.lease_run_id} stopped while handling it")
+    p.fail_attempt(claim, crash, CycleReport(), retry=retry, delay=0.0, reason="crashed",
+                   error_class="Crashed")
+    report.actions["crashed_claims_released" if retry else "crashed_claims_dead_lettered"] += 1
 
 
-def _finish_processed(p: Pipeline, row: Any, report: ReconcileReport) -> None:
+def _finish_processed(p: Pipeline, row: MessageRow, report: ReconcileReport) -> None:
     """The handler finished: send what is not known to be sent (looking first), then ack."""
     unsent = p.journal.unsent_outbox(row.key)
-    # The event takes the lease, so the pipeline's own send and ack paths run under this run,
+    # Taking the claim over makes the pipeline's own send and ack paths run under this run,
     # and a later cycle of this run finishes the job if the mailbox fails us now.
-    decision = p.journal.append(_reconciled(
-        p, row.key, "processed", "complete_sends_then_ack" if unsent else "ack",
-        unsent=[o.rfc_message_id for o in unsent], dead_run=row.lease_run_id,
-        lease_until=p.lease_until().isoformat()))[0]
+    claim = _take_over(p, row, "complete_sends_then_ack" if unsent else "ack",
+                       unsent=[o.rfc_message_id for o in unsent])
+    decision_seq = max((e.seq or 0) for e in p.journal.events_of_message(row.key))
     cycle = CycleReport()
     point = p.history_point_of(row.key)
-    try:
-        complete = p.send_outbox(row.key, cycle, since_history_id=point or "0")
-    except errors.MailboxError as exc:  # pragma: no cover - send_outbox catches these
-        complete, cycle.errors = False, [str(exc)]
+    complete = p.send_outbox(row.key, cycle, owner=claim, since_history_id=point or "0")
     sends = [e for e in p.journal.events_of_message(row.key)
-             if e.kind == ev.SENT and (e.seq or 0) > (decision.seq or 0)]
+             if e.kind == ev.SENT and (e.seq or 0) > decision_seq]
     found = [e.data["message_id"] for e in sends if e.data.get("recovered")]
     sent = [e.data["message_id"] for e in sends if not e.data.get("recovered")]
     report.actions["replies_found_sent"] += len(found)
@@ -194,7 +186,7 @@ def _finish_processed(p: Pipeline, row: Any, report: ReconcileReport) -> None:
     acked = False
     if complete:
         try:
-            p.ack([p.journal.message(row.key)], cycle)
+            p.ack([claim], cycle)
             acked = True
         except errors.MailboxError as exc:
             cycle.errors.append(f"ack: {exc}")
@@ -226,5 +218,5 @@ def _release_drift(p: Pipeline, report: ReconcileReport) -> None:
         return
     p.journal.append(_reconciled(p, None, "processing_label_without_claim", "label_removed",
                                  provider_ids=stray))
-    p._label(stray, remove=[p.settings.label_processing], report=CycleReport())
+    p.label(stray, remove=[p.settings.label_processing], report=CycleReport())
     report.actions["labels_removed"] += len(stray)

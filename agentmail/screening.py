@@ -15,7 +15,7 @@ from agentmail import errors, policy, records
 from agentmail import message as msg
 from agentmail.config import Settings
 from agentmail.journal import events as ev
-from agentmail.journal.store import Journal
+from agentmail.journal.port import JournalPort
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def trust_policy(settings: Settings) -> policy.TrustPolicy:
 class Screen:
     """The trust policy of one mailbox's run, applied with what the journal knows."""
 
-    def __init__(self, journal: Journal, settings: Settings, *, address: str,
+    def __init__(self, journal: JournalPort, settings: Settings, *, address: str,
                  run_id: str) -> None:
         self.journal = journal
         self.settings = settings

@@ -27,7 +27,18 @@ def _engine():
     return create_engine(url)
 
 
+def _configure_and_run(connection) -> None:
+    context.configure(connection=connection, target_metadata=metadata,
+                      render_as_batch=True, compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def run_migrations() -> None:
+    given = config.attributes.get("connection")
+    if given is not None:  # the application's, inside the transaction that holds its lock
+        _configure_and_run(given)
+        return
     with _engine().connect() as connection:
         # render_as_batch lets ALTERs run on SQLite through table copies.
         context.configure(connection=connection, target_metadata=metadata,

@@ -12,9 +12,14 @@ app = typer.Typer(help="Inspect and maintain the event journal.", no_args_is_hel
 
 @app.command()
 def rebuild(ctx: typer.Context) -> None:
-    """Recompute every projection (messages, conversations, accounts, runs) from the events."""
+    """Recompute every projection (messages, conversations, accounts, runs) from the events.
+
+    Refused while an `agentmail run` of this journal is alive: stop it first."""
+    from agentmail.services.runner import run_is_alive
+
     c = obj(ctx)
-    count = c.journal().rebuild()
+    journal = c.journal()
+    count = journal.rebuild(is_alive=run_is_alive(c.settings(), journal.clock))
     c.say(f"rebuilt the projections from {count} events")
 
 

@@ -86,9 +86,13 @@ def send(
     subject: str = typer.Option("agentmail request", "--subject", help="Subject line."),
     emulator: str | None = typer.Option(
         None, "--emulator", help="Gmail API emulator URL instead of Google ($AGENTMAIL_EMULATOR)."),
+    idempotency_key: str | None = typer.Option(
+        None, "--idempotency-key", help="Send at most once per key: the same key with the same "
+        "request prints the original conversation and sends nothing; with another request it "
+        "fails (exit 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Start a conversation: send a JSON request and journal it. Prints the conversation id."""
+    """Start a conversation: journal a JSON request, then send it. Prints the conversation id."""
     c = obj(ctx)
     if (payload is None) == (payload_file is None):
         raise typer.BadParameter("give exactly one of --payload or --payload-file")
@@ -101,11 +105,13 @@ def send(
     settings = c.settings(emulator=emulator)
     journal = c.journal(settings)
     with open_mailbox(settings, sender) as mailbox:
-        result = sending.send_request(journal, mailbox, to=to, subject=subject, payload=data)
+        result = sending.send_request(journal, mailbox, settings, to=to, subject=subject,
+                                      payload=data, idempotency_key=idempotency_key)
     if as_json:
         print_json(result.__dict__)
     else:
-        typer.echo(f"sent {result.message_id} to {', '.join(to)}")
+        verb = "already sent" if result.duplicate else "sent"
+        typer.echo(f"{verb} {result.message_id} to {', '.join(to)}")
         typer.echo(f"conversation {result.conversation_id}  "
                    f"(agentmail history --thread {result.conversation_id})")
 

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, exists, or_, select
 from agentmail import errors
 from agentmail.journal import events as ev
 from agentmail.journal import projections as proj
-from agentmail.journal import store
+from agentmail.journal import queries
 from agentmail.journal import tables as t
 from agentmail.journal.store import Journal, as_utc
 
@@ -382,7 +382,7 @@ def _event_query(keys: list[str] | None, seqs: list[int], after: int) -> Any:
 def _select_events(conn: Connection, keys: list[str], seqs: list[int]) -> list[ev.Event]:
     if not keys and not seqs:
         return []
-    return [store._row_event(r) for r in conn.execute(_event_query(keys, seqs, 0))]
+    return [queries.row_event(r) for r in conn.execute(_event_query(keys, seqs, 0))]
 
 
 def events_in(journal: Journal, scope: EventScope = EVERYTHING, *, after: int = 0,
@@ -397,7 +397,7 @@ def events_in(journal: Journal, scope: EventScope = EVERYTHING, *, after: int = 
         with journal.engine.connect() as conn:
             rows = conn.execute(_event_query(list(scope.keys), list(scope.seqs), after)
                                 .limit(batch)).all()
-        yield from (store._row_event(r) for r in rows)
+        yield from (queries.row_event(r) for r in rows)
         if len(rows) < batch:
             return
         after = rows[-1].seq

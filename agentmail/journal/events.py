@@ -16,7 +16,7 @@ DATA_VERSION = 1
 
 # Runs and accounts
 RUN_STARTED = "run_started"
-RUN_HEARTBEAT = "run_heartbeat"
+RUN_HEARTBEAT = "run_heartbeat"  # only in older journals: beats now live in the runs row
 RUN_STOPPED = "run_stopped"
 SYNCED = "synced"  # the account's history cursor moved
 # One message's life, in the order the write-ahead rule appends them
@@ -29,6 +29,8 @@ ACKED = "acked"
 RELEASED = "released"
 DEAD_LETTERED = "dead_lettered"
 REJECTED = "rejected"
+SEND_REQUESTED = "send_requested"  # `agentmail send`: a request journaled before it is sent
+DUPLICATE = "duplicate"  # a second delivery of a message already received: acked, not handled
 LOOP_GUARDED = "loop_guarded"
 DELIVERY_FAILED = "delivery_failed"  # a bounce linked to a message we sent
 # Recovery and operator actions
@@ -38,7 +40,7 @@ REPLAY_REQUESTED = "replay_requested"
 KINDS = frozenset({
     RUN_STARTED, RUN_HEARTBEAT, RUN_STOPPED, SYNCED, FETCHED, CLAIMED, PROCESSED, FAILED,
     SENT, ACKED, RELEASED, DEAD_LETTERED, REJECTED, LOOP_GUARDED, DELIVERY_FAILED,
-    RECONCILED, REPLAY_REQUESTED,
+    RECONCILED, REPLAY_REQUESTED, DUPLICATE, SEND_REQUESTED,
 })
 
 

@@ -16,20 +16,25 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from agentmail import errors, lifecycle
 from agentmail.journal import events as ev
 from agentmail.journal import tables as t
 
-# Message states (the `messages.state` column).
-PENDING = "pending"
-CLAIMED = "claimed"
-PROCESSED = "processed"
-ACKED = "acked"
-DEAD_LETTERED = "dead_lettered"
-REJECTED = "rejected"
-SENT = "sent"  # a copy of a message we sent, in our own mailbox
-IN_FLIGHT_STATES = (CLAIMED, PROCESSED)
+# Message states (the `messages.state` column), as agentmail.lifecycle defines them.
+PENDING = lifecycle.PENDING
+CLAIMED = lifecycle.CLAIMED
+PROCESSED = lifecycle.PROCESSED
+ACKED = lifecycle.ACKED
+DEAD_LETTERED = lifecycle.DEAD_LETTERED
+REJECTED = lifecycle.REJECTED
+DUPLICATE = lifecycle.DUPLICATE
+SENT = lifecycle.SENT
+IN_FLIGHT_STATES = lifecycle.IN_FLIGHT
 
-Applier = Callable[[Connection, ev.Event], None]
+# (connection, event, strict): strict when appending live, so a state change that the
+# lifecycle does not allow, or that names a claim token no longer current, raises LeaseLost
+# and commits nothing. Rebuild replays stored events, which all passed that check, unchecked.
+Applier = Callable[[Connection, ev.Event, bool], None]
 
 
 def conversation_id_for(seed: str) -> str:
@@ -48,15 +53,17 @@ def _parse_time(value: str | None) -> datetime | None:
 
 # --- runs and accounts ---------------------------------------------------------------------
 
-def _run_started(conn: Connection, e: ev.Event) -> None:
+def _run_started(conn: Connection, e: ev.Event, strict: bool) -> None:
     conn.execute(insert(t.runs).values(
         run_id=e.run_id, account=e.account, host=e.data.get("host"), pid=e.data.get("pid"),
-        started_at=e.at, heartbeat_at=e.at, status="running",
+        started_at=e.at, heartbeat_at=e.at, expires_at=_parse_time(e.data.get("expires_at")),
+        progress_at=e.at, status="running",
     ))
     _touch_account(conn, e)
 
 
-def _run_heartbeat(conn: Connection, e: ev.Event) -> None:
+def _run_heartbeat(conn: Connection, e: ev.Event, strict: bool) -> None:
+    """Journals written before heartbeats moved to the runs row have these events."""
     conn.execute(update(t.runs).where(t.runs.c.run_id == e.run_id).values(heartbeat_at=e.at))
     lease_until = _parse_time(e.data.get("lease_until"))
     if lease_until is not None:
@@ -65,7 +72,7 @@ def _run_heartbeat(conn: Connection, e: ev.Event) -> None:
                      .values(lease_expires_at=lease_until))
 
 
-def _run_stopped(conn: Connection, e: ev.Event) -> None:
+def _run_stopped(conn: Connection, e: ev.Event, strict: bool) -> None:
     conn.execute(update(t.runs).where(t.runs.c.run_id == e.data.get("stopped_run_id", e.run_id))
                  .values(stopped_at=e.at, status="stopped",
                          summary=_dumps(e.data.get("summary", {"reason": e.data.get("reason")}))))
@@ -79,7 +86,7 @@ def _touch_account(conn: Connection, e: ev.Event, **values: Any) -> None:
                                                last_seq=e.seq, **values))
 
 
-def _synced(conn: Connection, e: ev.Event) -> None:
+def _synced(conn: Connection, e: ev.Event, strict: bool) -> None:
     _touch_account(conn, e, history_id=e.data["history_id"], last_sync_at=e.at)
 
 
@@ -179,28 +186,45 @@ def _add_message(conn: Connection, e: ev.Event, key: str, direction: str, state:
     _touch_account(conn, e)
 
 
-def _set_state(conn: Connection, e: ev.Event, **values: Any) -> None:
-    cid = conn.execute(update(t.messages).where(t.messages.c.key == e.message_key)
-                       .values(last_seq=e.seq, updated_at=e.at, **values)
-                       .returning(t.messages.c.conversation_id)).scalar()
-    if cid:
-        conn.execute(update(t.conversations).where(t.conversations.c.id == cid)
+def _set_state(conn: Connection, e: ev.Event, strict: bool = False, **values: Any) -> None:
+    """Change one message as `e` says: a compare-and-set when `strict` (see `Applier`)."""
+    m = t.messages
+    rule = lifecycle.TRANSITIONS.get(e.kind) if e.kind != ev.RECONCILED or \
+        e.data.get("lease_until") else None
+    query = update(m).where(m.c.key == e.message_key)
+    if rule is not None:
+        if rule.target is not None:
+            values.setdefault("state", rule.target)
+        if "new_token" in e.data:
+            values["lease_token"] = e.data["new_token"]
+        if strict:
+            query = query.where(m.c.state.in_(rule.sources))
+            if rule.fenced and e.data.get("token") is not None:
+                query = query.where(m.c.lease_token == e.data["token"])
+    found = conn.execute(query.values(last_seq=e.seq, updated_at=e.at, **values)
+                         .returning(m.c.conversation_id)).first()
+    if found is None:
+        if strict and rule is not None:
+            raise errors.LeaseLost(key=e.message_key, kind=e.kind)
+        return
+    if found.conversation_id:
+        conn.execute(update(t.conversations).where(t.conversations.c.id == found.conversation_id)
                      .values(last_seq=e.seq))
 
 
-def _fetched(conn: Connection, e: ev.Event) -> None:
+def _fetched(conn: Connection, e: ev.Event, strict: bool) -> None:
     if e.message_key is None:
         raise ValueError(f"a {e.kind} event names no message (seq {e.seq})")
     _add_message(conn, e, e.message_key, "in", PENDING)
 
 
-def _claimed(conn: Connection, e: ev.Event) -> None:
-    _set_state(conn, e, state=CLAIMED, attempts=e.attempt, lease_run_id=e.run_id,
+def _claimed(conn: Connection, e: ev.Event, strict: bool) -> None:
+    _set_state(conn, e, strict, attempts=e.attempt, lease_run_id=e.run_id,
                lease_expires_at=_parse_time(e.data["lease_until"]), next_attempt_at=None)
 
 
-def _processed(conn: Connection, e: ev.Event) -> None:
-    _set_state(conn, e, state=PROCESSED)
+def _processed(conn: Connection, e: ev.Event, strict: bool) -> None:
+    _set_state(conn, e, strict)
     _queue_outgoing(conn, e)
 
 
@@ -217,7 +241,9 @@ def _queue_outgoing(conn: Connection, e: ev.Event) -> None:
             position=base + index, rfc_message_id=out["message_id"],
             thread_id=out.get("thread_id"),
             recipients=_dumps(out["recipients"]), subject=out.get("subject"), raw=out["raw"],
-            state="queued", created_seq=e.seq))
+            state="queued", created_seq=e.seq,
+            idempotency_key=e.data.get("idempotency_key"),
+            content_digest=e.data.get("content_digest")))
         if source is not None and source.conversation_id:
             # What a handler sends belongs to the conversation of the message it handled,
             # before it is even sent (and a request to a third agent joins it too).
@@ -226,11 +252,30 @@ def _queue_outgoing(conn: Connection, e: ev.Event) -> None:
                                [source.rfc_message_id or e.message_key])
 
 
-def _sent(conn: Connection, e: ev.Event) -> None:
+def _check_owner(conn: Connection, e: ev.Event) -> None:
+    """`e` may be journaled only while its message is in a source state under its token."""
+    rule = lifecycle.TRANSITIONS[e.kind]
+    m = t.messages
+    row = conn.execute(select(m.c.state, m.c.lease_token).where(m.c.key == e.message_key)).first()
+    if row is None:  # a request of `agentmail send`: its key names no received message
+        return
+    token = e.data.get("token")
+    if row.state not in rule.sources or (token is not None and row.lease_token != token):
+        raise errors.LeaseLost(key=e.message_key, kind=e.kind)
+
+
+def _sent(conn: Connection, e: ev.Event, strict: bool) -> None:
     d = e.data
+    if strict and e.message_key:
+        _check_owner(conn, e)
     if d.get("outbox_id"):
-        conn.execute(update(t.outbox).where(t.outbox.c.outbox_id == d["outbox_id"]).values(
-            state="sent", provider_id=d["provider_id"], sent_at=e.at))
+        o = t.outbox
+        changed = conn.execute(update(o).where(
+            o.c.outbox_id == d["outbox_id"], *([o.c.state == "queued"] if strict else []))
+            .values(state="sent", provider_id=d["provider_id"], sent_at=e.at)).rowcount
+        if strict and not changed:  # someone journaled this send already
+            raise errors.LeaseLost(f"outbox {d['outbox_id']} is no longer queued",
+                                   key=e.message_key, kind=e.kind)
     # The sent copy is a message of its own in our mailbox; the event stays filed under the
     # message whose handling produced it.
     key = ev.message_key(e.account, d["provider_id"])
@@ -239,41 +284,46 @@ def _sent(conn: Connection, e: ev.Event) -> None:
         _add_message(conn, e, key, "out", SENT)
 
 
-def _failed(conn: Connection, e: ev.Event) -> None:
+def _failed(conn: Connection, e: ev.Event, strict: bool) -> None:
     if e.message_key is None:  # a run's mailbox error: the journal keeps it, no message changes
         return
     if e.data.get("stage") == "error_reply":
         # A refused error reply is given up, not retried; the rejection and its reason stand.
-        _set_state(conn, e)
+        _set_state(conn, e, strict)
         conn.execute(update(t.outbox).where(t.outbox.c.outbox_id == e.data.get("outbox_id"))
                      .values(state="refused"))
         return
-    _set_state(conn, e, last_error=f"{e.data.get('error_class')}: {e.data.get('error')}")
+    _set_state(conn, e, strict, last_error=f"{e.data.get('error_class')}: {e.data.get('error')}")
 
 
-def _released(conn: Connection, e: ev.Event) -> None:
+def _released(conn: Connection, e: ev.Event, strict: bool) -> None:
     # Recovery gives back the attempt of a claim whose handler never started.
     refund = {"attempts": t.messages.c.attempts - 1} if e.data.get("refund_attempt") else {}
-    _set_state(conn, e, state=PENDING, lease_run_id=None, lease_expires_at=None,
+    _set_state(conn, e, strict, lease_run_id=None, lease_expires_at=None,
                next_attempt_at=_parse_time(e.data.get("next_attempt_at")), **refund)
 
 
-def _acked(conn: Connection, e: ev.Event) -> None:
-    _set_state(conn, e, state=ACKED, lease_run_id=None, lease_expires_at=None)
+def _acked(conn: Connection, e: ev.Event, strict: bool) -> None:
+    _set_state(conn, e, strict, lease_run_id=None, lease_expires_at=None)
 
 
-def _dead_lettered(conn: Connection, e: ev.Event) -> None:
-    _set_state(conn, e, state=DEAD_LETTERED, lease_run_id=None, lease_expires_at=None)
+def _dead_lettered(conn: Connection, e: ev.Event, strict: bool) -> None:
+    _set_state(conn, e, strict, lease_run_id=None, lease_expires_at=None)
 
 
-def _rejected(conn: Connection, e: ev.Event) -> None:
-    _set_state(conn, e, state=REJECTED, last_error=e.data.get("reason"), lease_run_id=None,
+def _duplicate(conn: Connection, e: ev.Event, strict: bool) -> None:
+    _set_state(conn, e, strict, duplicate_of=e.data.get("duplicate_of"), lease_run_id=None,
+               lease_expires_at=None)
+
+
+def _rejected(conn: Connection, e: ev.Event, strict: bool) -> None:
+    _set_state(conn, e, strict, last_error=e.data.get("reason"), lease_run_id=None,
                lease_expires_at=None)
     _queue_outgoing(conn, e)  # an optional structured error reply (`error_replies`)
 
 
-def _replay_requested(conn: Connection, e: ev.Event) -> None:
-    _set_state(conn, e, state=PENDING, attempts=0, next_attempt_at=None, lease_run_id=None,
+def _replay_requested(conn: Connection, e: ev.Event, strict: bool) -> None:
+    _set_state(conn, e, strict, attempts=0, next_attempt_at=None, lease_run_id=None,
                lease_expires_at=None)
     # What an earlier result queued and never sent (a refused send) is superseded by the
     # replay's own result: it must not go out as well.
@@ -281,19 +331,24 @@ def _replay_requested(conn: Connection, e: ev.Event) -> None:
                                         t.outbox.c.state == "queued").values(state="dropped"))
 
 
-def _journal_only(conn: Connection, e: ev.Event) -> None:
+def _send_requested(conn: Connection, e: ev.Event, strict: bool) -> None:
+    """`agentmail send`: the request waits in the outbox (its key names no received copy)."""
+    _queue_outgoing(conn, e)
+
+
+def _journal_only(conn: Connection, e: ev.Event, strict: bool) -> None:
     """Kinds that record what happened and change no projection by themselves."""
     if e.message_key:
-        _set_state(conn, e)
+        _set_state(conn, e, strict)
 
 
-def _reconciled(conn: Connection, e: ev.Event) -> None:
+def _reconciled(conn: Connection, e: ev.Event, strict: bool) -> None:
     """Recovery that finishes a dead run's message takes its lease first."""
     if e.message_key and e.data.get("lease_until"):
-        _set_state(conn, e, lease_run_id=e.run_id,
+        _set_state(conn, e, strict, lease_run_id=e.run_id,
                    lease_expires_at=_parse_time(e.data["lease_until"]))
     else:
-        _journal_only(conn, e)
+        _journal_only(conn, e, strict)
 
 
 APPLIERS: dict[str, Applier] = {
@@ -314,12 +369,14 @@ APPLIERS: dict[str, Applier] = {
     ev.LOOP_GUARDED: _journal_only,
     ev.DELIVERY_FAILED: _journal_only,
     ev.RECONCILED: _reconciled,
+    ev.DUPLICATE: _duplicate,
+    ev.SEND_REQUESTED: _send_requested,
 }
 assert set(APPLIERS) == ev.KINDS, "every event kind needs a projection rule"
 
 
-def apply(conn: Connection, event: ev.Event) -> None:
-    APPLIERS[event.kind](conn, event)
+def apply(conn: Connection, event: ev.Event, *, strict: bool = False) -> None:
+    APPLIERS[event.kind](conn, event, strict)
 
 
 def clear(conn: Connection) -> None:

@@ -7,15 +7,18 @@ the application runs them itself on open, so users never call Alembic.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from agentmail import errors
+from agentmail.journal.engine import MIGRATION_LOCK, WRITE_OPTION, is_sqlite
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,11 +32,13 @@ def migrations_dir() -> Path:
     raise errors.JournalError("agentmail's migration scripts are missing from this installation")
 
 
-def alembic_config(engine: Engine | None = None) -> Config:
+def alembic_config(engine: Engine | None = None, connection: object | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     if engine is not None:
         cfg.attributes["engine"] = engine
+    if connection is not None:
+        cfg.attributes["connection"] = connection
     return cfg
 
 
@@ -73,10 +78,47 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[object | None]:
+    """Serialise schema checks and upgrades between processes opening one journal at once.
+
+    PostgreSQL: a session advisory lock held on a connection of its own. SQLite: the file's
+    write lock, by running the whole check and upgrade in one BEGIN IMMEDIATE transaction on
+    the connection yielded (Alembic then migrates on that connection).
+    """
+    if is_sqlite(engine):
+        with engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+        return
+    with engine.connect() as lock:
+        lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+        lock.commit()
+        try:
+            yield None
+        finally:
+            lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+            lock.commit()
+
+
 def prepare(engine: Engine, *, upgrade: bool = True) -> None:
-    """Check the database is an agentmail journal we can use, upgrading it when older."""
-    tables = set(inspect(engine).get_table_names())
-    found = current_revision(engine) if "alembic_version" in tables else None
+    """Check the database is an agentmail journal we can use, upgrading it when older.
+
+    Several processes may open a new journal at the same moment: the first upgrades it
+    under a lock, the others wait and then find it current.
+    """
+    if not upgrade:
+        _prepare(engine, None, upgrade=False)
+        return
+    with _migration_lock(engine) as conn:
+        _prepare(engine, conn, upgrade=True)
+
+
+def _prepare(engine: Engine, conn: object | None, *, upgrade: bool) -> None:
+    bind = conn if conn is not None else engine
+    tables = set(inspect(bind).get_table_names())
+    found = _revision(bind) if "alembic_version" in tables else None
     scripts = ScriptDirectory.from_config(alembic_config())
     if found is None:
         if tables - {"alembic_version"}:
@@ -93,4 +135,10 @@ def prepare(engine: Engine, *, upgrade: bool = True) -> None:
                     "application, not agentmail; it was left untouched") from exc
             raise errors.SchemaTooNew(found, head_revision()) from exc
     if found != head_revision() and upgrade:
-        command.upgrade(alembic_config(engine), "head")
+        command.upgrade(alembic_config(engine, connection=conn), "head")
+
+
+def _revision(bind: object) -> str | None:
+    if isinstance(bind, Engine):
+        return current_revision(bind)
+    return MigrationContext.configure(bind).get_current_revision()  # type: ignore[arg-type]

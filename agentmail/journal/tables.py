@@ -68,10 +68,15 @@ messages = Table(
     Column("state", String(24), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("lease_run_id", String(64)),
+    # The fencing token: bumped by every change of owner (claim, takeover, replay). Each state
+    # change names the token it was decided under and succeeds only while it still holds.
+    Column("lease_token", Integer, nullable=False, default=0, server_default="0"),
+    # Mutable: extended by the holder's heartbeat, not by events (rebuild leaves the claim's own).
     Column("lease_expires_at", DateTime(timezone=True)),
     Column("next_attempt_at", DateTime(timezone=True)),
     Column("last_error", Text),
     Column("conversation_id", String(32)),
+    Column("duplicate_of", String(400)),  # the key of the copy this one repeats (state duplicate)
     Column("first_seq", SeqType, nullable=False),
     Column("last_seq", SeqType, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -100,7 +105,11 @@ outbox = Table(
     Column("provider_id", String(128)),
     Column("sent_at", DateTime(timezone=True)),
     Column("created_seq", SeqType, nullable=False),
+    # `agentmail send --idempotency-key`: one request per key and account, its content's digest
+    Column("idempotency_key", String(200)),
+    Column("content_digest", String(64)),
     UniqueConstraint("source_key", "position"),
+    UniqueConstraint("account", "idempotency_key"),
     Index(None, "account", "state"),
 )
 
@@ -145,7 +154,12 @@ runs = Table(
     Column("host", String(255)),
     Column("pid", Integer),
     Column("started_at", DateTime(timezone=True), nullable=False),
+    # Mutable liveness, written by the run itself (never as events): a beat moves heartbeat_at
+    # and expires_at (database time + the run's own lease); progress_at moves only when the
+    # run's loop or a handler within its time limit advanced.
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("progress_at", DateTime(timezone=True)),
     Column("stopped_at", DateTime(timezone=True)),
     Column("status", String(16), nullable=False),  # "running" | "stopped"
     Column("summary", Text),  # JSON

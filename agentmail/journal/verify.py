@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import Connection, create_engine, select, tuple_
 
 from agentmail.journal import projections as proj
 from agentmail.journal import tables as t
 from agentmail.journal.store import Journal, as_utc
+
+BATCH = 2000  # rows compared at a time: memory stays flat whatever the journal's size
+# Written by live runs outside events (heartbeats and lease extensions): not derived state.
+MUTABLE = {"runs": {"heartbeat_at", "expires_at", "progress_at"},
+           "messages": {"lease_expires_at"}}
 
 
 @dataclass
@@ -39,33 +47,64 @@ def _normal(value: Any) -> Any:
     return as_utc(value) if isinstance(value, datetime) else value
 
 
-def _rows(conn: Any, table: Any) -> dict[Any, dict[str, Any]]:
-    pk = [c.name for c in table.primary_key.columns]
-    out = {}
-    for row in conn.execute(select(table)).mappings():
-        out[tuple(row[c] for c in pk)] = {k: _normal(v) for k, v in row.items()}
-    return out
+def _stream(conn: Connection, table: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(primary key, row) of every row, in key order, read in batches."""
+    pk = [table.c[c.name] for c in table.primary_key.columns]
+    skip = MUTABLE.get(table.name, set())
+    after: tuple[Any, ...] | None = None
+    while True:
+        query = select(table).order_by(*pk).limit(BATCH)
+        if after is not None:
+            query = query.where(tuple_(*pk) > tuple_(*after))
+        rows = conn.execute(query).mappings().all()
+        if not rows:
+            return
+        for row in rows:
+            key = tuple(row[c.name] for c in pk)
+            yield key, {k: _normal(v) for k, v in row.items() if k not in skip}
+        after = tuple(rows[-1][c.name] for c in pk)
+
+
+def _compare(name: str, live: Iterator[tuple[Any, dict[str, Any]]],
+             rebuilt: Iterator[tuple[Any, dict[str, Any]]]) -> TableDiff:
+    """Merge two key-ordered streams and note what differs."""
+    diff = TableDiff(name)
+    a, b = next(live, None), next(rebuilt, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a[0] < b[0]):
+            assert a is not None
+            diff.only_live.append(a[0])
+            a = next(live, None)
+        elif a is None or b[0] < a[0]:
+            diff.only_rebuilt.append(b[0])
+            b = next(rebuilt, None)
+        else:
+            cols = [c for c in a[1] if a[1][c] != b[1].get(c)]
+            if cols:
+                diff.changed.append((a[0], cols))
+            a, b = next(live, None), next(rebuilt, None)
+    return diff
 
 
 def verify(journal: Journal) -> VerifyReport:
-    """Replay every event into an empty in-memory database and diff it against the live one."""
-    scratch = create_engine("sqlite://")
-    t.metadata.create_all(scratch, tables=list(t.PROJECTIONS))
-    count = 0
-    with scratch.begin() as conn:
-        for e in journal.iter_events():
-            proj.apply(conn, e)
-            count += 1
-    diffs = []
-    with journal.engine.connect() as live, scratch.connect() as rebuilt:
-        for table in t.PROJECTIONS:
-            a, b = _rows(live, table), _rows(rebuilt, table)
-            diff = TableDiff(table.name, only_live=sorted(a.keys() - b.keys()),
-                             only_rebuilt=sorted(b.keys() - a.keys()))
-            for key in sorted(a.keys() & b.keys()):
-                cols = [c for c in a[key] if a[key][c] != b[key][c]]
-                if cols:
-                    diff.changed.append((key, cols))
-            diffs.append(diff)
-    scratch.dispose()
+    """Replay every event into an empty scratch database and diff it against the live one.
+
+    Reads one snapshot of the live journal (events and projections alike, taking no lock,
+    so live runs go on), streaming rows so memory does not grow with the journal.
+    """
+    with tempfile.TemporaryDirectory(prefix="agentmail-verify-") as tmp:
+        scratch = create_engine(f"sqlite:///{Path(tmp) / 'rebuilt.db'}")
+        t.metadata.create_all(scratch, tables=list(t.PROJECTIONS))
+        count = 0
+        options = {} if journal.engine.dialect.name == "sqlite" else {
+            "isolation_level": "REPEATABLE READ"}
+        with journal.engine.connect().execution_options(**options) as live:
+            with scratch.begin() as conn:
+                for e in journal.iter_events(conn=live):
+                    proj.apply(conn, e)
+                    count += 1
+            with scratch.connect() as rebuilt:
+                diffs = [_compare(table.name, _stream(live, table), _stream(rebuilt, table))
+                         for table in t.PROJECTIONS]
+        scratch.dispose()
     return VerifyReport(events=count, tables=diffs)

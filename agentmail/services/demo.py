@@ -39,7 +39,8 @@ def run_demo(folder: Path, *, say: Callable[[str], None] = print,
         mailboxes = {a: GmailMailbox(a, emulator_credentials(a), api_endpoint=emu.url)
                      for a in (ALICE, BOB)}
         try:
-            sent = send_request(journal, mailboxes[ALICE], to=[BOB], subject="Demo request",
+            sent = send_request(journal, mailboxes[ALICE], settings, to=[BOB],
+                                subject="Demo request",
                                 payload={"task": "say hello", "exchanges": []})
             say(f"{ALICE} → {BOB}: request {sent.message_id}")
             runs = [Run(journal=journal, mailbox=mailboxes[a], agent=Agent(a), settings=settings,

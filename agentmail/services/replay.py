@@ -244,7 +244,7 @@ class Replayer:
                 journal=self.journal, mailbox=mailbox, agent=self.load_agent(account),
                 settings=self.settings) as run:
             # The run's start-up recovery may have finished or released some of them.
-            current = [self.journal.message(r.key) for r in rows]
+            current = [row for r in rows if (row := self.journal.message(r.key)) is not None]
             items = self._decide(current, force)
             chosen = [i for i in items if i.action == REPLAY]
             for i in chosen:
@@ -252,7 +252,9 @@ class Replayer:
             self._unfail(mailbox, chosen)
             if chosen:
                 cycle = CycleReport()
-                run.pipeline.process_rows([self.journal.message(i.key) for i in chosen], cycle)
+                run.pipeline.process_rows(
+                    [row for i in chosen if (row := self.journal.message(i.key)) is not None],
+                    cycle)
                 run.totals.add(cycle)
             for i in chosen:
                 self._outcome(i)

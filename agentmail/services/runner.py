@@ -41,15 +41,19 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def run_is_alive(settings: Settings, clock: Callable[[], Any]) -> Callable[[Any], bool]:
-    """A run is alive while it has not stopped, its heartbeat is fresh and, on this host,
-    its process exists. (A run that stopped cleanly can still have left work in flight, say a
-    send the mailbox refused to take; it holds nothing any more.)"""
+    """A run is alive while it has not stopped, its own lease (`expires_at`, on the
+    database's clock, extended by its heartbeats while it makes progress) has not lapsed
+    and, on this host, its process exists. Observers apply the run's deadline, never their
+    own lease setting. (A run that stopped cleanly can still have left work in flight, say
+    a send the mailbox refused to take; it holds nothing any more.)"""
     host = socket.gethostname()
 
     def alive(run: Any) -> bool:
         if run.status != "running":
             return False
-        fresh = as_utc(run.heartbeat_at) > clock() - timedelta(seconds=settings.lease_seconds)
+        expires = as_utc(run.expires_at) if run.expires_at is not None else \
+            as_utc(run.heartbeat_at) + timedelta(seconds=settings.lease_seconds)  # older rows
+        fresh = expires > clock()
         if run.host == host:
             return fresh and pid_alive(run.pid)
         return fresh
@@ -96,11 +100,13 @@ def _chain(*hooks: Callable[[str], None] | None) -> Callable[[str], None] | None
 
 
 class _Heartbeat(threading.Thread):
-    """Extends the run's leases every lease_seconds/3, also while a handler runs for long.
+    """Extends the run's leases every lease_seconds/3 while the run makes progress.
 
     The loop's own thread may be inside a handler for longer than a lease; this thread keeps
-    the leases fresh meanwhile, so a slow handler is never taken from a live run. Journal
-    writes are transactions of their own, safe from any thread.
+    the leases fresh meanwhile, so a slow handler is never taken from a live run -- but only
+    while the loop advances or a handler is within `handler_timeout`: a run stuck anywhere
+    else stops beating, its lease lapses and another run may take its mailbox over. A beat
+    that finds the run declared dead fences it: the run stops without sending.
     """
 
     def __init__(self, owner: Run) -> None:
@@ -112,7 +118,7 @@ class _Heartbeat(threading.Thread):
         period = self.owner.settings.lease_seconds / HEARTBEAT_FRACTION
         while not self.stopping.wait(period):
             try:
-                self.owner.heartbeat(force=True)
+                self.owner.heartbeat()
             except Exception as exc:  # a missed beat is retried; the lease has slack for it
                 log.warning("%s: heartbeat failed: %s", self.owner.mailbox.address, exc)
 
@@ -127,6 +133,9 @@ class RunOptions:
     iterations: int | None = None  # None: until stopped
     interval: float = 60.0
     stop: threading.Event = field(default_factory=threading.Event)
+    # Set by a second Ctrl-C: abandon the handlers under way at once (they are journaled
+    # as interrupted attempts and released); the loop raises errors.Interrupted.
+    abandon: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -155,7 +164,7 @@ class Run:
         self.totals = CycleReport()
         self.cycles = 0
         self.recovered = ReconcileReport()
-        self._last_heartbeat = 0.0
+        self.fenced = threading.Event()  # another run declared this one dead
         self._last_mailbox_error: tuple[Any, ...] | None = None
         self._is_alive = run_is_alive(settings, journal.clock)
         self._heartbeat = _Heartbeat(self)
@@ -163,8 +172,8 @@ class Run:
     def __enter__(self) -> Run:
         self.journal.start_run(self.mailbox.address, self.run_id, host=socket.gethostname(),
                                pid=os.getpid(), is_alive=self._is_alive,
+                               lease_seconds=self.settings.lease_seconds,
                                concurrency=self.settings.concurrency)
-        self._last_heartbeat = time.monotonic()  # run_started counts as the first beat
         self._heartbeat.start()
         try:
             self.mailbox.ensure_labels(self.pipeline.labels)
@@ -184,24 +193,37 @@ class Run:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._heartbeat.stop()
-        self.pipeline.close()
-        reason = "stopped" if exc is None or isinstance(exc, KeyboardInterrupt) else "error"
+        reason = "stopped" if exc is None or isinstance(exc, KeyboardInterrupt) else (
+            "fenced" if isinstance(exc, errors.RunFenced) else
+            "interrupted" if isinstance(exc, errors.Interrupted) else "error")
         self.journal.append(ev.Event(ev.RUN_STOPPED, self.mailbox.address, run_id=self.run_id,
                                      data={"reason": reason, "summary": {
                                          "reason": reason, "cycles": self.cycles,
                                          **self.totals.as_dict()}}))
 
-    def heartbeat(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_heartbeat < self.settings.lease_seconds / HEARTBEAT_FRACTION:
+    def heartbeat(self) -> None:
+        """One beat, if the run advanced within a lease period (see `_Heartbeat`)."""
+        p = self.pipeline
+        progressing = (time.monotonic() - p.last_progress < self.settings.lease_seconds
+                       or p.handlers.within_limits())
+        if not progressing:
+            log.warning("%s: no progress for %.0f s: not renewing the run's leases",
+                        self.mailbox.address, time.monotonic() - p.last_progress)
             return
-        self._last_heartbeat = now
-        self.journal.append(ev.Event(ev.RUN_HEARTBEAT, self.mailbox.address, run_id=self.run_id,
-                                     data={"lease_until": self.pipeline.lease_until().isoformat()}))
+        resync = getattr(self.journal.clock, "resync", None)
+        if resync is not None:
+            resync()
+        if not self.journal.heartbeat(self.run_id, lease_seconds=self.settings.lease_seconds,
+                                      progressed=True):
+            log.error("%s: run %s was declared dead by another run (its heartbeat stalled "
+                      "past its lease); stopping without sending anything more",
+                      self.mailbox.address, self.run_id[:8])
+            self.fenced.set()
+            p.stop_requested.set()
 
     def cycle(self) -> CycleReport:
-        """One poll; mailbox outages are reported and retried next cycle, never fatal."""
-        self.heartbeat()
+        """One poll; mailbox and journal outages are reported and retried next cycle."""
+        self.pipeline.progressed()
         try:
             if self._orphans():
                 self.recovered.actions.update(self.reconcile().actions)
@@ -210,6 +232,10 @@ class Run:
             report = CycleReport(errors=[f"mailbox: {exc}"])
             log.warning("%s: mailbox error, will retry next cycle: %s", self.mailbox.address, exc)
             self._journal_mailbox_error(exc)
+        except errors.JournalBusy as exc:  # the database is away: pause, nothing is lost
+            report = CycleReport(errors=[f"journal: {exc}"])
+            log.warning("%s: journal unavailable, will retry next cycle: %s",
+                        self.mailbox.address, exc)
         else:
             self._last_mailbox_error = None
         self.cycles += 1
@@ -230,12 +256,34 @@ class Run:
 
     def loop(self, options: RunOptions) -> RunResult:
         self.pipeline.stop_requested = options.stop
+        self.pipeline.abandon_requested = options.abandon
+        self.pipeline.handlers.abandon = options.abandon
+        if self.fenced.is_set():
+            options.stop.set()
         while not options.stop.is_set():
             self.cycle()
+            if self.fenced.is_set():
+                break
             if options.iterations is not None and self.cycles >= options.iterations:
                 break
-            options.stop.wait(options.interval)
+            self._wait(options)
+        if self.fenced.is_set():
+            raise errors.RunFenced(
+                f"{self.mailbox.address}: run {self.run_id[:8]} was declared dead by another "
+                "run (its heartbeat stalled past its lease) and stopped; messages it held were "
+                "taken over and nothing was sent for them twice")
         return RunResult(self.run_id, self.cycles, self.totals)
+
+    def _wait(self, options: RunOptions) -> None:
+        """Sleep until the next poll; waiting counts as progress (the run is healthy)."""
+        deadline = time.monotonic() + options.interval
+        slice_ = max(0.05, self.settings.lease_seconds / HEARTBEAT_FRACTION / 2)
+        while not options.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.pipeline.progressed()
+            options.stop.wait(min(left, slice_))
 
 
 def log_step(kind: str, info: dict[str, Any]) -> None:

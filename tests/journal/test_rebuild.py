@@ -34,7 +34,7 @@ def _play(journal: Journal, plan) -> None:
             journal.append(fetched(account, pid, references=refs))
             state[n] = "pending"
         elif action == "claim" and s == "pending":
-            if journal.claim(key, run_id="run1", lease_until=journal.clock()):
+            if journal.claim(key, run_id="run1", lease_seconds=0):
                 state[n] = "claimed"
         elif action == "process" and s == "claimed":
             journal.append(processed(account, pid, replies=2))
@@ -61,8 +61,7 @@ def _play(journal: Journal, plan) -> None:
         elif action == "sync":
             journal.append(ev.Event(ev.SYNCED, account, data={"history_id": str(n)}))
         elif action == "heartbeat":
-            journal.append(ev.Event(ev.RUN_HEARTBEAT, ACCOUNTS[0], run_id="run1",
-                                    data={"lease_until": journal.clock().isoformat()}))
+            journal.heartbeat("run1", lease_seconds=60, progressed=True)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

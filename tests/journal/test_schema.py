@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from datetime import datetime, timezone
 
 import pytest
 from alembic import command
@@ -109,15 +110,22 @@ def test_alembic_upgrade_head_works_from_the_repo_root(tmp_path):
 
 
 def test_an_older_journal_is_upgraded_on_open_and_keeps_its_events(journal_url):
+    from sqlalchemy import insert
+
+    from agentmail.journal import tables as t
     from tests.journal.history import fetched
 
     engine = make_engine(journal_url)
     command.upgrade(schema.alembic_config(engine), "0001")  # as an earlier agentmail left it
+    e = fetched("a@example.com", "m1")
+    with engine.begin() as conn:  # the events table is as 0001 made it
+        conn.execute(insert(t.events).values(at=datetime.now(timezone.utc), account=e.account,
+                                             message_key=e.message_key, kind=e.kind,
+                                             data=e.encoded_data()))
     engine.dispose()
-    with Journal(make_engine(journal_url)) as old:
-        old.append(fetched("a@example.com", "m1"))
     with Journal.open(journal_url) as j:
         assert schema.current_revision(j.engine) == schema.head_revision() != "0001"
+        assert j.rebuild() == 1
         assert j.message("a@example.com:m1").state == "pending"
         assert "ix_messages_thread_id" in {i["name"] for i in inspect(j.engine).get_indexes(
             "messages")}

@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from agentmail import errors
 from agentmail.journal import events as ev
@@ -15,7 +14,7 @@ from agentmail.journal import tables as t
 from agentmail.journal.store import Journal
 from agentmail.journal.verify import verify
 
-from .history import T0, fetched, processed, sent, simple
+from .history import claimed, fetched, processed, sent, simple
 
 A = "agent@example.com"
 
@@ -36,7 +35,7 @@ def test_an_error_in_the_middle_of_an_append_leaves_neither_events_nor_projectio
     journal.append(fetched(A, "m1"))
     before = (_count(journal, t.events), _count(journal, t.messages))
     # The second event collides with the existing message: the first must roll back with it.
-    with pytest.raises(IntegrityError):
+    with pytest.raises(errors.JournalConflict):
         journal.append(fetched(A, "m2"), fetched(A, "m1"))
     assert (_count(journal, t.events), _count(journal, t.messages)) == before
     assert journal.message(ev.message_key(A, "m2")) is None
@@ -45,8 +44,8 @@ def test_an_error_in_the_middle_of_an_append_leaves_neither_events_nor_projectio
 def test_a_message_can_be_claimed_by_only_one_run(journal):
     journal.append(fetched(A, "m1"))
     key = ev.message_key(A, "m1")
-    first = journal.claim(key, run_id="r1", lease_until=T0 + timedelta(minutes=5))
-    second = journal.claim(key, run_id="r2", lease_until=T0 + timedelta(minutes=5))
+    first = journal.claim(key, run_id="r1", lease_seconds=300)
+    second = journal.claim(key, run_id="r2", lease_seconds=300)
     assert first is not None and first.attempt == 1
     assert second is None
     assert journal.message(key).lease_run_id == "r1"
@@ -62,7 +61,7 @@ def test_concurrent_claims_from_threads_give_each_message_to_exactly_one(tmp_pat
     def worker(run_id: str) -> None:
         with Journal.open(path) as j:
             for i in range(40):
-                if j.claim(ev.message_key(A, f"m{i}"), run_id=run_id, lease_until=T0):
+                if j.claim(ev.message_key(A, f"m{i}"), run_id=run_id, lease_seconds=0):
                     with lock:
                         winners.setdefault(f"m{i}", []).append(run_id)
 
@@ -78,13 +77,13 @@ def test_concurrent_claims_from_threads_give_each_message_to_exactly_one(tmp_pat
 def test_released_messages_wait_for_their_backoff(journal):
     journal.append(fetched(A, "m1"))
     key = ev.message_key(A, "m1")
-    journal.claim(key, run_id="r1", lease_until=T0)
+    journal.claim(key, run_id="r1", lease_seconds=0)
     later = journal.clock() + timedelta(hours=1)
     journal.append(simple(ev.FAILED, A, "m1", error_class="ValueError", error="boom",
                           retryable=True),
                    simple(ev.RELEASED, A, "m1", next_attempt_at=later.isoformat()))
     assert journal.claimable(A) == []
-    assert journal.claim(key, run_id="r1", lease_until=T0) is None
+    assert journal.claim(key, run_id="r1", lease_seconds=0) is None
     assert journal.next_retry_at(A) == later
 
 
@@ -100,7 +99,7 @@ def test_a_second_live_run_on_one_mailbox_is_refused(journal):
 
 
 def test_a_reply_joins_its_parents_conversation_and_the_outbox(journal):
-    journal.append(fetched(A, "m1"), processed(A, "m1"), sent(A, "m1"))
+    journal.append(fetched(A, "m1"), claimed(A, "m1"), processed(A, "m1"), sent(A, "m1"))
     parent = journal.message(ev.message_key(A, "m1"))
     reply = journal.message(ev.message_key(A, "sm1.0"))
     assert reply.direction == "out" and reply.conversation_id == parent.conversation_id

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from contextlib import closing
-from datetime import timedelta
 
 import pytest
 
@@ -132,8 +131,7 @@ def test_replay_is_refused_while_a_live_run_holds_the_mailbox_unless_queued(lab,
 
         # The live run claims it: now it is in flight there, and replay refuses it.
         [row] = [m for m in journal_messages(journal) if m.direction == "in"]
-        assert journal.claim(row.key, run_id=live.run_id,
-                             lease_until=journal.clock() + timedelta(minutes=5))
+        assert journal.claim(row.key, run_id=live.run_id, lease_seconds=300)
         in_flight = cli("replay", "--message", request, "--queue")
         assert in_flight.exit_code == 1 and "in flight in live run" in in_flight.stdout
 
