@@ -42,10 +42,15 @@ class Lab:
     emulator: Emulator
     tmp: Path
     requests: list[str] = field(default_factory=list)  # RFC Message-IDs, in order
+    db_url: str | None = None  # another journal than the SQLite file (PostgreSQL)
 
     @property
     def db(self) -> Path:
         return self.tmp / "journal.db"
+
+    @property
+    def journal_url(self) -> str:
+        return self.db_url or str(self.db)
 
     @property
     def side_effects(self) -> Path:
@@ -66,7 +71,7 @@ class Lab:
 
     def command(self, *args: str, handler: str = "Recorder") -> list[str]:
         return [sys.executable, "-m", "agentmail", "--config", str(self.config),
-                "--db", str(self.db), "run", "--email", AGENT, "--emulator", self.emulator.url,
+                "--db", self.journal_url, "run", "--email", AGENT, "--emulator", self.emulator.url,
                 "--handler", f"tests.recovery.handler:{handler}", "--interval", INTERVAL, *args]
 
     def run(self, *args: str, handler: str = "Recorder", timeout: float = 60,
@@ -75,22 +80,23 @@ class Lab:
         return subprocess.run(self.command(*args, handler=handler), cwd=REPO, env=self.env(**env),
                               capture_output=True, text=True, timeout=timeout)
 
-    def spawn(self, *args: str, handler: str = "Recorder") -> subprocess.Popen[str]:
-        return subprocess.Popen(self.command(*args, handler=handler), cwd=REPO, env=self.env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def spawn(self, *args: str, handler: str = "Recorder", **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.command(*args, handler=handler), cwd=REPO,
+                                env=self.env(**env), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
 
-    def send_requests(self, count: int) -> None:
+    def send_requests(self, count: int, payload: dict | None = None) -> None:
         """Mail `count` requests from the requester (the emulator authenticates them)."""
         with closing(build_service(self.emulator.url, REQUESTER)) as svc:
             for i in range(len(self.requests), len(self.requests) + count):
                 out = msg.compose_request(from_addr=REQUESTER, to=AGENT, subject=f"job {i}",
-                                          payload={"job": i})
+                                          payload={"job": i, **(payload or {})})
                 svc.users().messages().send(userId="me", body={
                     "raw": base64.urlsafe_b64encode(out.raw).decode()}).execute()
                 self.requests.append(out.message_id)
 
     def journal(self) -> Journal:
-        return Journal.open(str(self.db))
+        return Journal.open(self.journal_url)
 
     def replies(self) -> Counter[tuple[str, str]]:
         """(In-Reply-To, Message-ID) of every message in the requester's inbox, counted."""

@@ -44,3 +44,26 @@ class Failing(Agent):
             raise RuntimeError("the model is down")
         record(message.key)
         self.reply_to_message(message, {"request": message.payload, "part": 1})
+
+
+class Slow(Recorder):
+    """Records, sleeps $RECOVERY_SLEEP seconds (default 3), then replies once: long enough
+    to freeze its process mid-handler."""
+
+    def process_message(self, message):
+        import time
+
+        record(message.key)
+        time.sleep(float(os.environ.get("RECOVERY_SLEEP", "3")))
+        self.reply_to_message(message, {"request": message.payload, "part": 1})
+        return {"replied": 1}
+
+
+class ExitOnPoison(Recorder):
+    """Kills its own process (os._exit, no clean-up at all) on a payload {"poison": true};
+    records and replies to everything else."""
+
+    def process_message(self, message):
+        if isinstance(message.payload, dict) and message.payload.get("poison"):
+            os._exit(3)
+        return super().process_message(message)
