@@ -211,7 +211,7 @@ class Pipeline(intake.Intake):
             prepared[claim.key] = message
             self.step("claimed", {"message": message, "attempt": claim.attempt})
             batch.append((claim, claim.conversation_id or claim.key,
-                          _call(self._invoke, message)))
+                          _call(self._started, claim, message)))
         for claim, outcome in self.handlers.run(batch):
             self.progressed()
             if isinstance(outcome, handling.Abandoned | handling.NotStarted) \
@@ -236,6 +236,20 @@ class Pipeline(intake.Intake):
                 self.release_unstarted(claim, "interrupted_before_handler")
         except errors.LeaseLost as exc:
             self.abandoned(claim, exc, report)
+
+    def _started(self, claim: Claim, message: msg.Message) -> Outcome:
+        """On the worker thread: mark the handler started (recovery charges exactly these
+        claims after a crash), then run it."""
+        try:
+            self.journal.mark_started(claim)
+        except Exception as exc:  # the journal is away: this attempt fails, nothing ran
+            return exc
+        outcome = self._invoke(message)
+        try:  # it returned: a crash from here on is not this message's doing
+            self.journal.mark_started(claim, running=False)
+        except Exception as exc:  # the outcome stands; at worst a crash charges it
+            log.warning("%s: could not mark %s's handler done: %s", self.address, claim.key, exc)
+        return outcome
 
     def _invoke(self, message: msg.Message) -> Outcome:
         try:
@@ -521,5 +535,6 @@ def claim_of(row: MessageRow) -> Claim:
                  row.lease_token, row.lease_run_id, row.lease_expires_at)
 
 
-def _call(fn: Callable[[msg.Message], Outcome], message: msg.Message) -> Callable[[], Outcome]:
-    return lambda: fn(message)
+def _call(fn: Callable[[Claim, msg.Message], Outcome], claim: Claim,
+          message: msg.Message) -> Callable[[], Outcome]:
+    return lambda: fn(claim, message)

@@ -115,14 +115,21 @@ def _held(p: Pipeline, row: MessageRow, is_alive: Callable[[Any], bool],
 def _maybe_started(p: Pipeline, claimed: list[MessageRow]) -> set[str]:
     """The crashed claims whose handler may have started.
 
-    A run claims a batch and hands its conversations to N workers in claim order, each
+    A run marks each claim while its handler runs (`handler_started_at`, cleared when it
+    returns): those, exactly, were inside a handler when the run died and are charged an
+    attempt; a message that kills the process is so dead-lettered after max_attempts, and
+    the messages around it are never charged for its crashes. Runs of older versions left no marks; for them:
+    a run claims a batch and hands its conversations to N workers in claim order, each
     conversation's messages one after another. So of a dead run's unfinished claims, only
     the first unfinished message of each of its first N unfinished conversations can have
     been inside a handler; the rest never reached one and are released without spending
     an attempt (else a batch interrupted again and again would dead-letter messages no
     handler ever saw). N is the dead run's `concurrency`, as its `run_started` recorded it.
     """
-    started: set[str] = set()
+    marked = {r.lease_run_id for r in claimed if r.lease_run_id and p.journal.run_marks_handlers(
+        r.lease_run_id)}
+    started = {r.key for r in claimed if r.lease_run_id in marked and r.handler_started_at}
+    claimed = [r for r in claimed if r.lease_run_id not in marked]
     by_run: dict[str | None, dict[str, Any]] = {}
     workers: dict[str | None, int] = {}
     for row in sorted(claimed, key=lambda r: r.last_seq):  # last_seq: the claim event

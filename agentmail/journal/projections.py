@@ -219,7 +219,7 @@ def _fetched(conn: Connection, e: ev.Event, strict: bool) -> None:
 
 
 def _claimed(conn: Connection, e: ev.Event, strict: bool) -> None:
-    _set_state(conn, e, strict, attempts=e.attempt, lease_run_id=e.run_id,
+    _set_state(conn, e, strict, attempts=e.attempt, lease_run_id=e.run_id, handler_started_at=None,
                lease_expires_at=_parse_time(e.data["lease_until"]), next_attempt_at=None)
 
 

@@ -236,6 +236,13 @@ class JournalQueries:
                          .limit(1))
         return json.loads(rows[0][0]).get("concurrency") if rows else None
 
+    def run_marks_handlers(self, run_id: str) -> bool:
+        """Did this run mark its claims as their handlers started (see mark_started)?"""
+        e = t.events
+        rows = self._all(select(e.c.data).where(e.c.run_id == run_id, e.c.kind == ev.RUN_STARTED)
+                         .limit(1))
+        return bool(rows) and bool(json.loads(rows[0][0]).get("handler_marks"))
+
     def run(self, run_id: str) -> port.RunRow | None:
         rows = self._runs(select(t.runs).where(t.runs.c.run_id == run_id))
         return rows[0] if rows else None

@@ -196,6 +196,18 @@ class Journal(JournalQueries):
             raise errors.LeaseLost(key=claim.key, kind="send")
         return dataclasses.replace(claim, lease_until=until)
 
+    def mark_started(self, claim: port.Claim, *, running: bool = True) -> None:
+        """Note that the claim's handler starts now, or (`running=False`) has returned: a
+        mutable mark, not an event. A crashed claim still marked was inside its handler."""
+        m = t.messages
+
+        def work() -> None:
+            with write_transaction(self.engine) as conn:
+                conn.execute(update(m).where(m.c.key == claim.key,
+                                             m.c.lease_token == claim.token)
+                             .values(handler_started_at=self.clock() if running else None))
+        translated(work, what="marking a handler start")
+
     # --- runs ------------------------------------------------------------------------------
 
     def start_run(self, account: str, run_id: str, *, host: str, pid: int,

@@ -73,6 +73,10 @@ messages = Table(
     Column("lease_token", Integer, nullable=False, default=0, server_default="0"),
     # Mutable: extended by the holder's heartbeat, not by events (rebuild leaves the claim's own).
     Column("lease_expires_at", DateTime(timezone=True)),
+    # Mutable too: set by the worker thread while the claim's handler runs, so recovery knows
+    # exactly which crashed claims were inside their handler (charged an attempt): not those
+    # that never started, nor those whose handler had returned when the process died.
+    Column("handler_started_at", DateTime(timezone=True)),
     Column("next_attempt_at", DateTime(timezone=True)),
     Column("last_error", Text),
     Column("conversation_id", String(32)),

@@ -18,7 +18,7 @@ from agentmail.journal.store import Journal, as_utc
 BATCH = 2000  # rows compared at a time: memory stays flat whatever the journal's size
 # Written by live runs outside events (heartbeats and lease extensions): not derived state.
 MUTABLE = {"runs": {"heartbeat_at", "expires_at", "progress_at"},
-           "messages": {"lease_expires_at"}}
+           "messages": {"lease_expires_at", "handler_started_at"}}
 
 
 @dataclass

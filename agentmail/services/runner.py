@@ -173,7 +173,7 @@ class Run:
         self.journal.start_run(self.mailbox.address, self.run_id, host=socket.gethostname(),
                                pid=os.getpid(), is_alive=self._is_alive,
                                lease_seconds=self.settings.lease_seconds,
-                               concurrency=self.settings.concurrency)
+                               concurrency=self.settings.concurrency, handler_marks=True)
         self._heartbeat.start()
         try:
             self.mailbox.ensure_labels(self.pipeline.labels)

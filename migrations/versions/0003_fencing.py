@@ -21,6 +21,8 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('lease_token', sa.Integer(), nullable=False,
                                       server_default='0'))
         batch_op.add_column(sa.Column('duplicate_of', sa.String(length=400), nullable=True))
+        batch_op.add_column(sa.Column('handler_started_at', sa.DateTime(timezone=True),
+                                      nullable=True))
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.add_column(sa.Column('idempotency_key', sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column('content_digest', sa.String(length=64), nullable=True))
@@ -40,5 +42,6 @@ def downgrade() -> None:
         batch_op.drop_column('content_digest')
         batch_op.drop_column('idempotency_key')
     with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.drop_column('handler_started_at')
         batch_op.drop_column('duplicate_of')
         batch_op.drop_column('lease_token')

@@ -68,7 +68,7 @@ def test_a_crash_at_a_step_boundary_loses_nothing_and_repeats_no_reply(
     assert decisions and all(d["found"] and d["action"] for d in decisions)
 
 
-def test_only_the_claim_whose_handler_may_have_started_spends_an_attempt(lab):
+def test_a_crashed_claim_spends_an_attempt_only_if_its_handler_was_running(lab):
     lab.send_requests(REQUESTS)
     lab.run("-n", "1", AGENTMAIL_CRASH_AT="after_claim:1")  # a batch of 3 claimed, no handler ran
     lab.run("-n", "2")
@@ -76,16 +76,31 @@ def test_only_the_claim_whose_handler_may_have_started_spends_an_attempt(lab):
         rows = sorted((m for m in journal_messages(journal) if m.direction == "in"),
                       key=lambda m: m.first_seq)
         kinds = [[e.kind for e in journal.events_of_message(m.key)] for m in rows]
-        # One worker handles a batch in claim order: only the first could have been inside
-        # the handler, so only it records a crashed attempt; the others get theirs back.
-        assert kinds[0][:5] == [ev.FETCHED, ev.CLAIMED, ev.RECONCILED, ev.FAILED, ev.RELEASED]
-        for later in kinds[1:]:
-            assert later[:4] == [ev.FETCHED, ev.CLAIMED, ev.RECONCILED, ev.RELEASED]
-            assert ev.FAILED not in later
-        assert [m.attempts for m in journal_messages(journal) if m.direction == "in"
-                and m.key == rows[0].key] == [2]
-        assert {journal.message(m.key).attempts for m in rows[1:]} == {1}
+        # The run marks each claim while its handler runs: none was marked, so every claim
+        # gets its attempt back and none records a failure.
+        for claim in kinds:
+            assert claim[:4] == [ev.FETCHED, ev.CLAIMED, ev.RECONCILED, ev.RELEASED]
+            assert ev.FAILED not in claim
+        assert {journal.message(m.key).attempts for m in rows} == {1}
     lab.check_all_done()
+
+
+def test_a_claim_whose_handler_was_running_when_the_run_died_spends_an_attempt(lab):
+    lab.send_requests(REQUESTS)
+    lab.run("-n", "1", handler="ExitOnPoison")  # a warm-up: nothing poisoned yet
+    lab.send_requests(1, payload={"poison": True})
+    poison = lab.requests[-1]
+    lab.send_requests(1)
+    died = lab.run("-n", "1", handler="ExitOnPoison")
+    assert died.returncode == 3
+    lab.run("-n", "1", handler="Recorder")
+    with lab.journal() as journal:
+        rows = {m.rfc_message_id: m for m in journal_messages(journal) if m.direction == "in"}
+        kinds = [e.kind for e in journal.events_of_message(rows[poison].key)]
+        assert kinds[:5] == [ev.FETCHED, ev.CLAIMED, ev.RECONCILED, ev.FAILED, ev.RELEASED]
+        assert journal.message(rows[poison].key).attempts == 2  # the crash, then the retry
+        after = journal.message(rows[lab.requests[-1]].key)
+        assert after.attempts == 1 and after.state == "acked"  # claimed behind it: refunded
 
 
 def test_a_processing_label_that_no_claim_explains_is_removed(lab):
@@ -99,14 +114,15 @@ def test_a_processing_label_that_no_claim_explains_is_removed(lab):
     lab.check_all_done()
 
 
-def test_with_parallel_workers_each_workers_first_claim_spends_an_attempt(lab):
+def test_with_parallel_workers_no_claim_that_never_reached_a_handler_is_charged(lab):
     lab.send_requests(REQUESTS)  # one conversation each
-    # The crashed run had two workers; the run that recovers it has one.
+    # The crashed run had two workers; the run that recovers it has one. The older rule
+    # (charge each worker's first claim) would charge two messages no handler ever saw.
     lab.run("-n", "1", "--concurrency", "2", AGENTMAIL_CRASH_AT="after_claim:1")
     lab.run("-n", "2")
     with lab.journal() as journal:
         rows = sorted((m for m in journal_messages(journal) if m.direction == "in"),
                       key=lambda m: m.first_seq)
         charged = [ev.FAILED in [e.kind for e in journal.events_of_message(m.key)] for m in rows]
-    assert charged == [True, True] + [False] * (len(rows) - 2)
+    assert charged == [False] * len(rows)
     lab.check_all_done()
