@@ -355,6 +355,7 @@ class Pipeline(intake.Intake):
                 report.errors.append(f"send {item.rfc_message_id}: {exc}")
                 log.warning("%s: could not send %s yet: %s", self.address, item.rfc_message_id, exc)
                 return False
+            self.checkpoint("before_sent_journaled")  # out, and the journal does not know yet
             self.journal.append(ev.Event(ev.SENT, self.address, message_key=key,
                                          run_id=self.run_id, data={
                                              "outbox_id": item.outbox_id, "provider_id": ref.id,

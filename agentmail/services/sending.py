@@ -72,8 +72,11 @@ def send_request(journal: Journal, mailbox: Mailbox, settings: Settings | None =
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_KEY_CHARS:
         raise errors.UsageError(f"an idempotency key has 1 to {MAX_KEY_CHARS} characters")
     digest = content_digest(to, subject, payload)
+    from agentmail.services.runner import crash_hook  # the testing hook `crash_at`
+
     pipeline = Pipeline(journal=journal, mailbox=mailbox, agent=Agent(account),
-                        settings=settings, run_id=f"send-{uuid.uuid4().hex[:24]}")
+                        settings=settings, run_id=f"send-{uuid.uuid4().hex[:24]}",
+                        checkpoint=crash_hook(settings.crash_at))
     if idempotency_key is not None:
         earlier = journal.request_by_idempotency_key(account, idempotency_key)
         if earlier is not None:
