@@ -336,7 +336,7 @@ class Pipeline(intake.Intake):
         for i, item in enumerate(unsent):
             if i:
                 self.checkpoint("between_sends")
-            if by_id is None:
+            if by_id is None or item.outbox_id not in by_id:  # queued by an earlier result
                 by_id = self._outgoing_by_id(key)
             processed = by_id[item.outbox_id]
             if owner is not None:
