@@ -59,6 +59,7 @@ def _register() -> None:
         emulator_cmd,
         history_cmd,
         journal_cmd,
+        mcp_cmd,
         ops_cmd,
         run_cmd,
         setup_cmd,
@@ -71,6 +72,7 @@ def _register() -> None:
     app.command("emulator")(emulator_cmd.serve)
     history_cmd.register(app)
     ops_cmd.register(app)
+    mcp_cmd.register(app)
     app.add_typer(journal_cmd.app, name="journal")
 
 
