@@ -83,3 +83,15 @@ async def call_error(client, tool: str, **arguments: Any) -> str:
     result = await client.call_tool(tool, arguments)
     assert result.is_error, f"{tool} was expected to fail: {result.structured_content}"
     return result.content[0].text
+
+
+def drive(app, scenario):
+    """Run `scenario(client)` against `app` through the SDK's in-memory client."""
+    import anyio
+    from mcp import Client
+
+    async def main():
+        async with Client(app) as client:
+            return await scenario(client)
+
+    return anyio.run(main)
