@@ -22,10 +22,11 @@ from typing import Any
 ADDRESS = "bench@example.com"
 
 
-def server_command(db: str, emulator_url: str, *emails: str, verbose: bool = False) -> list[str]:
+def server_command(db: str, emulator_url: str, *emails: str, verbose: bool = False,
+                   options: tuple[str, ...] = ()) -> list[str]:
     """The argv that starts `agentmail mcp` with this Python."""
     args = [sys.executable, "-m", "agentmail", "--db", db, *(["-v"] if verbose else []), "mcp",
-            "--emulator", emulator_url]
+            "--emulator", emulator_url, *options]
     for email in emails:
         args += ["--email", email]
     return args

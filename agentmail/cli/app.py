@@ -54,6 +54,7 @@ def _globals(
 def _register() -> None:
     # Imported here so each command module can import `app` helpers without a cycle.
     from agentmail.cli import (
+        approval_cmd,
         auth_cmd,
         demo_cmd,
         emulator_cmd,
@@ -73,6 +74,7 @@ def _register() -> None:
     history_cmd.register(app)
     ops_cmd.register(app)
     mcp_cmd.register(app)
+    approval_cmd.register(app)
     app.add_typer(journal_cmd.app, name="journal")
 
 

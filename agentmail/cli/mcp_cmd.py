@@ -34,6 +34,9 @@ def mcp(
                                         help="stdio (for MCP hosts) or streamable-http."),
     read_only: bool = typer.Option(False, "--read-only",
                                    help="Leave out the tools that send (send, reply)."),
+    require_approval: bool = typer.Option(
+        False, "--require-approval", help="send and reply hold their mail until a person "
+        "approves it (agentmail outbox, agentmail approve ID)."),
     host: str = typer.Option("127.0.0.1", help="streamable-http: interface to listen on."),
     port: int = typer.Option(8000, help="streamable-http: TCP port."),
     emulator: str | None = typer.Option(
@@ -46,6 +49,7 @@ def mcp(
     """
     try:
         from agentmail.mcp.server import build_server
+        from agentmail.services.approval import Watcher
         from agentmail.services.inbox import Inbox
     except ImportError as exc:
         raise errors.UsageError(f"agentmail mcp needs the MCP SDK ({exc}): "
@@ -59,9 +63,15 @@ def mcp(
         mailboxes = [stack.enter_context(open_mailbox(settings, address)) for address in email]
         inbox = Inbox(journal, settings, mailboxes)
         stack.callback(inbox.close)
-        app = build_server(inbox, settings, read_only=read_only)
-        log.info("agentmail mcp: %s over %s%s", ", ".join(email) or "journal only",
-                 transport.value, " (read-only)" if read_only else "")
+        app = build_server(inbox, settings, read_only=read_only,
+                           require_approval=require_approval)
+        if require_approval and not read_only:
+            watcher = Watcher(inbox)
+            watcher.start()
+            stack.callback(watcher.stop)
+        log.info("agentmail mcp: %s over %s%s%s", ", ".join(email) or "journal only",
+                 transport.value, " (read-only)" if read_only else "",
+                 " (sends need approval)" if require_approval else "")
         try:
             if transport is Transport.stdio:
                 app.run("stdio")

@@ -92,8 +92,11 @@ def clamp_chars(max_chars: int) -> int:
 class SendResult(BaseModel):
     conversation_id: str = Field(description="Pass to wait_for_reply or conversation")
     message_id: str = Field(description="The request's RFC Message-ID")
-    duplicate: bool = Field(description="True: this idempotency key was sent before; nothing "
-                            "new was sent and the original is returned")
+    duplicate: bool = Field(description="True: this idempotency key was sent (or held) "
+                            "before; nothing new was sent and the original is returned")
+    status: str = Field(description="sent, or awaiting_approval (held for a person: "
+                        "agentmail approve ID sends it)")
+    approval_id: str | None = None
     idempotency_key: str
     sender: str
     to: list[str]
@@ -104,6 +107,9 @@ class ReplyResult(BaseModel):
     message_id: str = Field(description="The reply's RFC Message-ID")
     conversation_id: str | None
     sent: bool = Field(description="The reply went out (exactly once) and the request is acked")
+    status: str = Field(description="sent, suppressed, or awaiting_approval (held for a "
+                        "person; the claim stays yours meanwhile)")
+    approval_id: str | None = None
     suppressed: list[str] = Field(default_factory=list, description="Why the reply was not "
                                   "sent (loop guard); the request is acked all the same")
 
@@ -246,6 +252,8 @@ class MailboxStatus(BaseModel):
     handled_by: str = Field(description="this server, another run (agentmail run), or nobody "
                             "yet (polled when waited on or claimed from)")
     counts: dict[str, int]
+    awaiting_approval: int = Field(description="Sends and replies held for a person "
+                                   "(agentmail outbox)")
     last_sync_at: str | None
     oldest_pending_age_seconds: float | None
     last_error: dict[str, Any] | None

@@ -19,9 +19,10 @@ from pydantic import Field
 
 from agentmail import errors
 from agentmail.config import Settings
+from agentmail.journal import approvals
 from agentmail.journal import conversations as conv
 from agentmail.mcp import models as m
-from agentmail.services import exchange, status
+from agentmail.services import approval, exchange, status
 from agentmail.services.inbox import Inbox
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,11 @@ def _as_tool_errors() -> Iterator[None]:
 
 
 def build_server(inbox: Inbox, settings: Settings, *, read_only: bool = False,
+                 require_approval: bool = False,
                  poll_seconds: float = exchange.DEFAULT_POLL_SECONDS) -> MCPServer:
-    """The MCP server of `inbox`'s mailboxes; `read_only` leaves out the tools that send."""
+    """The MCP server of `inbox`'s mailboxes; `read_only` leaves out the tools that send;
+    with `require_approval`, send and reply hold their mail for a person
+    (`approval.Watcher` or `approval.carry_out` then sends what was approved)."""
     app: MCPServer = MCPServer("agentmail", instructions=INSTRUCTIONS)
     journal = inbox.journal
     served = {a.lower() for a in inbox.addresses}
@@ -82,11 +86,20 @@ def build_server(inbox: Inbox, settings: Settings, *, read_only: bool = False,
             key = idempotency_key or exchange.default_idempotency_key(
                 address, recipients, subject, payload)
             with inbox.using(address) as mailbox:
+                if require_approval:
+                    held = approval.hold_send(journal, mailbox, settings, to=recipients,
+                                              subject=subject, payload=payload,
+                                              idempotency_key=key)
+                    return m.SendResult(
+                        conversation_id=held.conversation_id or "", message_id=held.message_id,
+                        duplicate=held.duplicate, idempotency_key=key, sender=address,
+                        to=recipients, approval_id=held.approval_id,
+                        status="sent" if held.sent else "awaiting_approval")
                 sent = exchange.send(journal, mailbox, settings, to=recipients, subject=subject,
                                      payload=payload, idempotency_key=key)
             return m.SendResult(conversation_id=sent.conversation_id, message_id=sent.message_id,
                                 duplicate=sent.duplicate, idempotency_key=key, sender=address,
-                                to=recipients)
+                                to=recipients, status="sent")
 
     @app.tool(name="inbox")
     def inbox_tool(
@@ -120,10 +133,17 @@ def build_server(inbox: Inbox, settings: Settings, *, read_only: bool = False,
         """Reply to a claimed request: journaled first, sent exactly once, then the request
         is acked. Calling it again for the same claim is refused, never a second send."""
         with _as_tool_errors():
+            if require_approval:
+                held = approval.hold_reply(inbox, claim_id, payload,
+                                           allow_auto_reply=allow_auto_reply)
+                return m.ReplyResult(claim_id=claim_id, message_id=held.message_id,
+                                     conversation_id=held.conversation_id, sent=False,
+                                     status="awaiting_approval", approval_id=held.approval_id)
             done = inbox.reply(claim_id, payload, allow_auto_reply=allow_auto_reply)
             return m.ReplyResult(claim_id=claim_id, message_id=done.message_id,
                                  conversation_id=done.conversation_id, sent=done.sent,
-                                 suppressed=list(done.suppressed))
+                                 suppressed=list(done.suppressed),
+                                 status="sent" if done.sent else "suppressed")
 
     @app.tool()
     def release(
@@ -224,12 +244,14 @@ def _mailbox_status(inbox: Inbox, settings: Settings, address: str) -> m.Mailbox
         handled_by = "this server"
     else:
         handled_by = "nobody yet"
+    held = len(approvals.listing(journal, states=[approvals.PENDING], accounts=[address]))
     if journal.account(address) is None:
         return m.MailboxStatus(address=address, handled_by=handled_by, counts={},
-                               last_sync_at=None, oldest_pending_age_seconds=None,
-                               last_error=None)
+                               awaiting_approval=held, last_sync_at=None,
+                               oldest_pending_age_seconds=None, last_error=None)
     found = status.account_status(journal, settings, address)
     return m.MailboxStatus(address=address, handled_by=handled_by, counts=found.counts,
+                           awaiting_approval=held,
                            last_sync_at=found.last_sync_at.isoformat() if found.last_sync_at
                            else None, oldest_pending_age_seconds=found.oldest_pending_age,
                            last_error=found.last_error)

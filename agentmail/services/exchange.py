@@ -74,7 +74,7 @@ def _send_once_by_message_id(journal: Journal, mailbox: Mailbox, settings: Setti
     send that went out but was not journaled (a crash in between) is found in the mailbox
     by that Message-ID before anything is sent again."""
     address = mailbox.address
-    message_id = msg.make_message_id(f"idempotency:{idempotency_key}", address, 0)
+    message_id = message_id_for_key(address, idempotency_key)
     screen = Screen(journal, settings, address=address, run_id="")
     out = msg.compose_request(from_addr=address, to=to, subject=subject, payload=payload,
                               message_id=message_id, max_recipients=settings.max_recipients,
@@ -98,6 +98,16 @@ def _send_once_by_message_id(journal: Journal, mailbox: Mailbox, settings: Setti
     row = journal.message(key)
     assert row is not None  # the sent event just journaled adds the sent copy under `key`
     return Sent(out.message_id, ref.id, ref.thread_id, row.conversation_id, duplicate=False)
+
+
+def message_id_for_key(address: str, idempotency_key: str) -> str:
+    """The Message-ID a request from `address` sent under `idempotency_key` gets."""
+    return msg.make_message_id(f"idempotency:{idempotency_key}", address, 0)
+
+
+def sent_under_key(journal: Journal, address: str, idempotency_key: str) -> str | None:
+    """The key of the sent copy of what `address` sent under `idempotency_key`, if it went out."""
+    return journal.sent_message_source(address, message_id_for_key(address, idempotency_key))
 
 
 def _duplicate(journal: Journal, key: str, out: msg.Outgoing, idempotency_key: str) -> Sent:

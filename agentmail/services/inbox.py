@@ -33,6 +33,7 @@ from agentmail import errors, policy
 from agentmail import message as msg
 from agentmail.agent import Agent
 from agentmail.config import Settings
+from agentmail.journal import approvals
 from agentmail.journal import events as ev
 from agentmail.journal import projections as proj
 from agentmail.journal.store import Journal, as_utc
@@ -138,18 +139,20 @@ class OutsidePipeline(Pipeline):
 
     def claim_for_handler(self, limit: int, lease_seconds: float) -> list[Any]:
         """Claim up to `limit` pending requests, oldest first; returns the rows as claimed."""
-        report = CycleReport()
-        self.settle_answers(report)
+        self.settle_answers(CycleReport())
         rows = self.journal.claimable(self.address, limit=limit)
+        return self.claim_keys([r.key for r in rows], lease_seconds)
+
+    def claim_keys(self, keys: Sequence[str], lease_seconds: float) -> list[Any]:
+        """Claim these pending messages for the outside handler; the rows as claimed."""
         until = self.journal.clock() + timedelta(seconds=lease_seconds)
-        taken = self.journal.claim_many([r.key for r in rows], run_id=self.run_id,
-                                        lease_until=until, data={"handler": "outside"})
-        if not taken:
-            return []
-        keys = [e.message_key for e in taken]
-        claimed = [r for r in (self.journal.message(k) for k in keys if k) if r is not None]
-        self._label([r.provider_id for r in claimed], add=[self.settings.label_processing],
-                    report=report)
+        taken = self.journal.claim_many(list(keys), run_id=self.run_id, lease_until=until,
+                                        data={"handler": "outside"})
+        claimed = [r for r in (self.journal.message(e.message_key) for e in taken
+                               if e.message_key) if r is not None]
+        if claimed:
+            self._label([r.provider_id for r in claimed], add=[self.settings.label_processing],
+                        report=CycleReport())
         return claimed
 
     def expire_leases(self) -> int:
@@ -158,21 +161,30 @@ class OutsidePipeline(Pipeline):
         now = self.journal.clock()
         lapsed = [r for r in self.journal.in_flight(self.address)
                   if r.lease_run_id == self.run_id and r.state == proj.CLAIMED
-                  and r.lease_expires_at is not None and as_utc(r.lease_expires_at) <= now]
+                  and r.lease_expires_at is not None and as_utc(r.lease_expires_at) <= now
+                  # a reply waiting for a person's approval keeps its claim meanwhile
+                  and approvals.open_for_message(self.journal, r.key) is None]
         for row in lapsed:
             until = as_utc(row.lease_expires_at)
             self._fail(_before_claim(row), self.message_of(row.key), LeaseExpired(
                 f"the outside handler did not answer by {until.isoformat()}"), CycleReport())
         return len(lapsed)
 
+    def compose_answer(self, row: Any, payload: Any, *,
+                       allow_auto_reply: bool) -> tuple[Any, Any]:
+        """The handler result and outbox of the outside handler's reply, checked by the
+        outgoing policy (OutgoingRejected) before anything is journaled: the claim then
+        stays the handler's, to fix the reply or release the message."""
+        handler = _OneReply(payload, allow_auto_reply)
+        result, outbox = handler.handle(self.message_of(row.key), self.address,
+                                        salt=self._salt(row.key))
+        self.screen.check_outgoing(outbox.items)
+        return result, outbox
+
     def answer(self, row: Any, payload: Any, *, allow_auto_reply: bool) -> Answered:
         """Journal the outside handler's reply as its result, send it once, ack the message."""
         message = self.message_of(row.key)
-        handler = _OneReply(payload, allow_auto_reply)
-        result, outbox = handler.handle(message, self.address, salt=self._salt(row.key))
-        # Refuse unsafe mail before anything is journaled: the claim stays the handler's,
-        # to fix the reply or release the message, instead of dead-lettering it.
-        self.screen.check_outgoing(outbox.items)
+        result, outbox = self.compose_answer(row, payload, allow_auto_reply=allow_auto_reply)
         reply = outbox.items[0]
         report = CycleReport()
         done = self._after_handler(_before_claim(row), message, (result, outbox), report)
@@ -416,7 +428,7 @@ class Inbox:
                      verdict=policy.evaluate(message, run.pipeline.screen.policy))
 
     @contextmanager
-    def _held(self, claim_id: str) -> Iterator[tuple[MailboxRun, Any]]:
+    def holding(self, claim_id: str) -> Iterator[tuple[MailboxRun, Any]]:
         """The run and row of a claim this handler holds now; `ClaimNotHeld` otherwise."""
         key, attempt = parse_claim_id(claim_id)
         row = self.journal.message(key)
@@ -436,19 +448,39 @@ class Inbox:
                     "sends a message back to the queue: call inbox for the current claims")
             yield run, row
 
+    def answer_message(self, key: str, payload: Any, *, allow_auto_reply: bool) -> Answered:
+        """Answer message `key` under this process's claim, claiming it first when it waits
+        in the queue again (its earlier claim lapsed or was given back meanwhile); used to
+        carry out a reply a person approved. `ClaimNotHeld` when it was handled otherwise."""
+        row = self.journal.message(key)
+        if row is None or row.account not in self._served:
+            raise ClaimNotHeld(f"no message {key!r} in the mailboxes this server serves")
+        with self.using(row.account):
+            run = self._run(row.account)
+            if row.state == proj.PENDING:
+                run.pipeline.claim_keys([key], self.settings.lease_seconds)
+            row = self.journal.message(key)
+            assert row is not None  # messages are never deleted
+            if row.state == proj.PENDING:
+                raise errors.MailboxUnavailable(f"message {key} waits out a retry delay; it is "
+                                                "answered when it can be claimed again")
+            if row.state != proj.CLAIMED or row.lease_run_id != run.run_id:
+                raise ClaimNotHeld(f"message {key} is {row.state}: it was handled otherwise")
+            return run.pipeline.answer(row, payload, allow_auto_reply=allow_auto_reply)
+
     def reply(self, claim_id: str, payload: Any, *, allow_auto_reply: bool = False) -> Answered:
-        with self._held(claim_id) as (run, row):
+        with self.holding(claim_id) as (run, row):
             return run.pipeline.answer(row, payload, allow_auto_reply=allow_auto_reply)
 
     def release(self, claim_id: str, *, retry_after_s: float = 0.0,
                 reason: str = "released by the handler") -> datetime | None:
-        with self._held(claim_id) as (run, row):
+        with self.holding(claim_id) as (run, row):
             return run.pipeline.give_back(row, delay=retry_after_s, reason=reason)
 
     def reject(self, claim_id: str, reason: str) -> None:
         if not reason.strip():
             raise errors.UsageError("reject needs a reason: it is journaled for a person to read")
-        with self._held(claim_id) as (run, row):
+        with self.holding(claim_id) as (run, row):
             run.pipeline.dead_letter(row, reason=reason)
 
     def close(self) -> None:

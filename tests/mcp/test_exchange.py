@@ -132,7 +132,7 @@ def test_a_send_that_went_out_but_was_not_journaled_is_found_not_sent_again(make
 
     mailbox = agents.mailbox(ALICE)
     key = "crashed-send"
-    message_id = msg.make_message_id(f"idempotency:{key}", ALICE, 0)
+    message_id = exchange.message_id_for_key(ALICE, key)
     out = msg.compose_request(from_addr=ALICE, to=[BOB], subject="s", payload={"a": 1},
                               message_id=message_id)
     mailbox.send(out.raw)  # went out; the process died before journaling it

@@ -16,11 +16,12 @@ from .conftest import ALICE, BOB, call, drive, server
 from .test_exchange import _mail
 
 
-def _over_stdio(settings, tmp_path, scenario, *, verbose=False):
+def _over_stdio(settings, tmp_path, scenario, *, verbose=False, options=()):
     from mcp import Client, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
-    command = bench.server_command(settings.db, settings.emulator, ALICE, verbose=verbose)
+    command = bench.server_command(settings.db, settings.emulator, ALICE, verbose=verbose,
+                                   options=options)
     params = StdioServerParameters(command=command[0], args=command[1:],
                                    env=bench.server_environment())
 
@@ -95,3 +96,23 @@ def test_a_killed_server_leaves_its_claim_to_the_next_one_which_answers_once(
     assert failed.data["reason"] == "crashed"
     agents.run(BOB).cycle()
     assert len(_mail(emulator, BOB, "in:inbox")) == 1
+
+
+def test_the_server_sends_what_a_person_approves_while_it_runs(settings, journal, emulator,
+                                                               tmp_path):
+    from tests.cli.helpers import run_cli
+
+    async def scenario(client):
+        held = await call(client, "send", to=BOB, subject="needs a yes", payload={"n": 1})
+        assert held["status"] == "awaiting_approval"
+        assert _mail(emulator, BOB, "in:inbox") == []
+        done = run_cli("--db", settings.db, "approve", held["approval_id"])
+        assert done.exit_code == 0, done.output
+        deadline = time.monotonic() + 20
+        while not _mail(emulator, BOB, "in:inbox") and time.monotonic() < deadline:
+            await anyio.sleep(0.1)  # the server's watcher carries it out
+        return held
+
+    held = _over_stdio(settings, tmp_path, scenario, options=("--require-approval",))
+    [(headers, _)] = _mail(emulator, BOB, "in:inbox")
+    assert headers["message-id"] == held["message_id"]
