@@ -20,7 +20,6 @@ from pydantic import Field
 from agentmail import errors
 from agentmail.config import Settings
 from agentmail.journal import approvals
-from agentmail.journal import conversations as conv
 from agentmail.mcp import models as m
 from agentmail.services import approval, exchange, status
 from agentmail.services.inbox import Inbox
@@ -175,9 +174,16 @@ def build_server(inbox: Inbox, settings: Settings, *, read_only: bool = False,
         limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 20,
         offset: Annotated[int, Field(ge=0)] = 0,
     ) -> m.ConversationsResult:
-        """List conversations, newest activity first, a page at a time."""
+        """List conversations, newest activity first, a page at a time (new mail of the
+        mailboxes no agentmail run polls is fetched first)."""
         with _as_tool_errors():
-            found = conv.list_conversations(journal, email=email, limit=offset + limit + 1)
+            scope = [inbox.served(email)] if email and inbox.addresses else \
+                [email] if email else inbox.addresses
+            if offset == 0:
+                for address in scope if inbox.addresses else ():
+                    inbox.poll(address)
+            found = exchange.list_conversations(journal, visible_to=scope,
+                                                limit=offset + limit + 1)
             page = found[offset:offset + limit]
             more = len(found) > offset + limit
             return m.ConversationsResult(conversations=[m.summary_view(s) for s in page],
@@ -193,7 +199,8 @@ def build_server(inbox: Inbox, settings: Settings, *, read_only: bool = False,
         """One conversation: its messages in order, with states, trust findings and
         (untrusted) bodies."""
         with _as_tool_errors():
-            summary, messages = exchange.conversation(journal, conversation)
+            summary, messages = exchange.conversation(journal, conversation,
+                                                      visible_to=inbox.addresses)
             return m.ConversationResult(
                 id=summary.id, subject=summary.subject, participants=summary.participants,
                 messages=message_views(summary.id, messages, m.clamp_chars(max_chars)))

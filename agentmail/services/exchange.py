@@ -168,11 +168,31 @@ def trust_of_verdict(verdict: policy.Verdict) -> Trust:
                  auth.get("passed") if auth.get("checked") else None, auth.get("results"))
 
 
-def conversation(journal: Journal, ident: str) -> tuple[conv.ConversationSummary,
-                                                         list[conv.ConversationMessage]]:
-    """One conversation by any id `agentmail history --thread` accepts, with its messages."""
+def conversation(journal: Journal, ident: str, *, visible_to: Sequence[str] = ()
+                 ) -> tuple[conv.ConversationSummary, list[conv.ConversationMessage]]:
+    """One conversation by any id `agentmail history --thread` accepts, with its messages.
+
+    With `visible_to`, only a conversation one of those mailboxes takes part in: the
+    journal may hold other agents' mail too, which is not theirs to read.
+    """
     cid = conv.resolve_one(journal, ident)
-    return conv.summary(journal, cid), conv.conversation_messages(journal, cid, with_events=True)
+    messages = conv.conversation_messages(journal, cid, with_events=True)
+    if visible_to and not _participants(messages, visible_to):
+        raise errors.NotFound(f"no conversation matches {ident!r} among the conversations of "
+                              f"{', '.join(visible_to)}")
+    return conv.summary(journal, cid), messages
+
+
+def list_conversations(journal: Journal, *, visible_to: Sequence[str], limit: int
+                       ) -> list[conv.ConversationSummary]:
+    """Conversations newest first: of the `visible_to` mailboxes, or all when it is empty."""
+    if not visible_to:
+        return conv.list_conversations(journal, limit=limit)
+    found: dict[str, conv.ConversationSummary] = {}
+    for address in visible_to:
+        for s in conv.list_conversations(journal, email=address, limit=limit):
+            found.setdefault(s.id, s)
+    return sorted(found.values(), key=lambda s: s.last_seq, reverse=True)[:limit]
 
 
 # --- waiting for a reply -------------------------------------------------------------------
@@ -232,8 +252,8 @@ def wait_for_reply(inbox: Inbox, ident: str, *, timeout_s: float, after_seq: int
                                 f"got {timeout_s}")
     journal = inbox.journal
     own = {a.lower() for a in inbox.addresses}
-    cid = conv.resolve_one(journal, ident)
-    messages = conv.conversation_messages(journal, cid, with_events=True)
+    summary, messages = conversation(journal, ident, visible_to=inbox.addresses)
+    cid = summary.id
     start = after_seq if after_seq is not None else (
         _own_last_seq(messages, own) or conv.last_seq(journal))
     deadline = clock() + timeout_s

@@ -7,7 +7,7 @@ import json
 from agentmail.services.sending import send_request
 from tests.trust import mail as m
 
-from .conftest import ALICE, BOB, call, drive, server
+from .conftest import ALICE, BOB, call, call_error, drive, server
 
 
 def test_a_forged_message_is_never_offered_as_a_request(make_inbox, emulator, journal):
@@ -103,3 +103,24 @@ def test_conversations_are_listed_newest_first_a_page_at_a_time(agents, make_inb
     ids = [c["id"] for c in first["conversations"] + second["conversations"]]
     assert ids == [s.conversation_id for s in reversed(sent)]
     assert first["next_offset"] == 2 and second["next_offset"] is None
+
+
+def test_other_agents_conversations_on_the_same_journal_are_not_shown(agents, make_inbox,
+                                                                      journal):
+    carol = "carol@example.com"
+    theirs = send_request(journal, agents.mailbox(BOB), to=[carol], subject="private",
+                          payload={"secret": 1})
+    ours = send_request(journal, agents.mailbox(BOB), to=[ALICE], subject="for alice",
+                        payload={})
+
+    async def scenario(client):
+        listed = await call(client, "conversations")
+        hidden = await call_error(client, "conversation", conversation=theirs.message_id)
+        waited = await call_error(client, "wait_for_reply", conversation=theirs.conversation_id,
+                                  timeout_s=0)
+        return listed, hidden, waited
+
+    listed, hidden, waited = drive(server(make_inbox(ALICE)), scenario)
+    assert [c["id"] for c in listed["conversations"]] == [ours.conversation_id]
+    assert "no conversation matches" in hidden and "alice@example.com" in hidden
+    assert "no conversation matches" in waited
