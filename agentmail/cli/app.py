@@ -54,11 +54,13 @@ def _globals(
 def _register() -> None:
     # Imported here so each command module can import `app` helpers without a cycle.
     from agentmail.cli import (
+        approval_cmd,
         auth_cmd,
         demo_cmd,
         emulator_cmd,
         history_cmd,
         journal_cmd,
+        mcp_cmd,
         ops_cmd,
         run_cmd,
         setup_cmd,
@@ -71,6 +73,8 @@ def _register() -> None:
     app.command("emulator")(emulator_cmd.serve)
     history_cmd.register(app)
     ops_cmd.register(app)
+    mcp_cmd.register(app)
+    approval_cmd.register(app)
     app.add_typer(journal_cmd.app, name="journal")
 
 

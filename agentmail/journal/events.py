@@ -36,11 +36,16 @@ DELIVERY_FAILED = "delivery_failed"  # a bounce linked to a message we sent
 # Recovery and operator actions
 RECONCILED = "reconciled"
 REPLAY_REQUESTED = "replay_requested"
+# Outgoing mail held for a person (`agentmail mcp --require-approval`)
+APPROVAL_REQUESTED = "approval_requested"
+APPROVAL_DECIDED = "approval_decided"  # approved or declined, by whom
+APPROVAL_DONE = "approval_done"  # carried out (sent), or found impossible
 
 KINDS = frozenset({
     RUN_STARTED, RUN_HEARTBEAT, RUN_STOPPED, SYNCED, FETCHED, CLAIMED, PROCESSED, FAILED,
     SENT, ACKED, RELEASED, DEAD_LETTERED, REJECTED, LOOP_GUARDED, DELIVERY_FAILED,
-    RECONCILED, REPLAY_REQUESTED, DUPLICATE, SEND_REQUESTED,
+    RECONCILED, REPLAY_REQUESTED, DUPLICATE, SEND_REQUESTED, APPROVAL_REQUESTED,
+    APPROVAL_DECIDED, APPROVAL_DONE,
 })
 
 

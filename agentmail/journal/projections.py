@@ -351,6 +351,30 @@ def _reconciled(conn: Connection, e: ev.Event, strict: bool) -> None:
         _journal_only(conn, e, strict)
 
 
+# --- outgoing mail held for approval --------------------------------------------------------
+
+def _approval_requested(conn: Connection, e: ev.Event, strict: bool) -> None:
+    d = e.data
+    conn.execute(insert(t.approvals).values(
+        id=d["approval_id"], account=e.account, action=d["action"], message_key=e.message_key,
+        request=_dumps(d["request"]), state="pending", created_seq=e.seq, last_seq=e.seq,
+        updated_at=e.at))
+
+
+def _approval_decided(conn: Connection, e: ev.Event, strict: bool) -> None:
+    d = e.data
+    conn.execute(update(t.approvals).where(t.approvals.c.id == d["approval_id"]).values(
+        state=d["decision"], decided_by=d.get("by"), note=d.get("note"), last_seq=e.seq,
+        updated_at=e.at))
+
+
+def _approval_done(conn: Connection, e: ev.Event, strict: bool) -> None:
+    d = e.data
+    conn.execute(update(t.approvals).where(t.approvals.c.id == d["approval_id"]).values(
+        state="done" if d.get("ok") else "failed", result=_dumps(d.get("result")),
+        last_seq=e.seq, updated_at=e.at))
+
+
 APPLIERS: dict[str, Applier] = {
     ev.RUN_STARTED: _run_started,
     ev.RUN_HEARTBEAT: _run_heartbeat,
@@ -371,6 +395,9 @@ APPLIERS: dict[str, Applier] = {
     ev.RECONCILED: _reconciled,
     ev.DUPLICATE: _duplicate,
     ev.SEND_REQUESTED: _send_requested,
+    ev.APPROVAL_REQUESTED: _approval_requested,
+    ev.APPROVAL_DECIDED: _approval_decided,
+    ev.APPROVAL_DONE: _approval_done,
 }
 assert set(APPLIERS) == ev.KINDS, "every event kind needs a projection rule"
 

@@ -244,11 +244,13 @@ class Journal(JournalQueries):
             raise errors.AlreadyRunning(f"{account} is already being processed by another run"
                                         ) from exc
 
-    def heartbeat(self, run_id: str, *, lease_seconds: float, progressed: bool) -> bool:
+    def heartbeat(self, run_id: str, *, lease_seconds: float, progressed: bool,
+                  extend_claims: bool = True) -> bool:
         """Keep a run alive: its row and the leases of every claim it holds, on the database
         clock. Not an event (a mutable row). False when the run is no longer 'running' (another
         run declared it dead): the caller must stop. `progressed`: the run advanced since the
-        last beat (its progress time moves only then)."""
+        last beat (its progress time moves only then). `extend_claims=False`: the run's
+        claims keep their own deadlines (an outside handler's time to answer)."""
         now = self.clock()
         until = now + timedelta(seconds=lease_seconds)
         values: dict[str, Any] = {"heartbeat_at": now, "expires_at": until}
@@ -260,7 +262,7 @@ class Journal(JournalQueries):
                 alive = conn.execute(update(t.runs).where(
                     t.runs.c.run_id == run_id, t.runs.c.status == "running").values(**values)
                 ).rowcount
-                if alive:
+                if alive and extend_claims:
                     conn.execute(update(t.messages).where(
                         t.messages.c.lease_run_id == run_id,
                         t.messages.c.state.in_(proj.IN_FLIGHT_STATES),

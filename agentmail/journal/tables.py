@@ -179,7 +179,26 @@ Index(
     postgresql_where=runs.c.status == "running",
 )
 
-PROJECTIONS = (messages, outbox, conversations, message_refs, accounts, runs)
+# Outgoing mail an MCP client asked for under `require_approval`, waiting for a person.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account", String(320), nullable=False),
+    Column("action", String(16), nullable=False),  # "send" | "reply"
+    Column("message_key", String(400)),  # reply: the claimed message it answers
+    Column("request", Text, nullable=False),  # JSON: what to send
+    Column("state", String(16), nullable=False),  # pending | approved | declined | done | failed
+    Column("decided_by", String(320)),
+    Column("note", Text),
+    Column("result", Text),  # JSON: what was sent, or why it could not be
+    Column("created_seq", SeqType, nullable=False),
+    Column("last_seq", SeqType, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index(None, "state", "account"),
+)
+
+PROJECTIONS = (messages, outbox, conversations, message_refs, accounts, runs, approvals)
 
 # Conversation lookups (`agentmail history --thread ID`, `events --message ID`): a Gmail threadId
 # or a provider message id is looked up without knowing which mailbox it belongs to.

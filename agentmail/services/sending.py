@@ -59,6 +59,12 @@ def content_digest(to: list[str], subject: str, payload: Any) -> str:
     return hashlib.sha256(doc.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def message_id_for_key(account: str, idempotency_key: str) -> str:
+    """The Message-ID a request sent under `idempotency_key` gets: the same on every retry,
+    so whether it went out can be asked of the mailbox."""
+    return msg.make_message_id(f"idempotency:{idempotency_key}", account, 0)
+
+
 def request_key(account: str, outbox_id: str) -> str:
     """The journal key a request is filed under until it is sent (it names no mailbox copy)."""
     return ev.message_key(account, f"request:{outbox_id}")
@@ -87,7 +93,7 @@ def send_request(journal: Journal, mailbox: Mailbox, settings: Settings | None =
             return _finish(journal, pipeline, earlier.source_key, duplicate=True)
     message_id = None
     if idempotency_key is not None:
-        message_id = msg.make_message_id(None, account, 0, salt=f"key:{idempotency_key}")
+        message_id = message_id_for_key(account, idempotency_key)
     out = msg.compose_request(from_addr=account, to=to, subject=subject, payload=payload,
                               message_id=message_id, max_recipients=settings.max_recipients,
                               limits=parse_limits(settings))
@@ -114,8 +120,9 @@ def _finish(journal: Journal, pipeline: Pipeline, key: str, *, duplicate: bool) 
     if queued:
         report = CycleReport()
         point = pipeline.history_point_of(key)
-        # Not sent yet, or sent and not journaled (a crash): look in the mailbox first.
-        since = point if duplicate else None
+        # Sent and not journaled (a crash), or under this key from elsewhere: with a key,
+        # look in the mailbox first (by its Message-ID); without one it cannot have gone out.
+        since = point if duplicate or journal.outbox_of(key)[0].idempotency_key else None
         if not pipeline.send_outbox(key, report, since_history_id=since, history_point=point):
             raise errors.MailboxUnavailable(
                 "; ".join(report.errors) or "the request could not be sent yet; it is "
