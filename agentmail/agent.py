@@ -8,6 +8,7 @@ of them, which is what lets a crashed run finish the job without sending twice.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -144,5 +145,11 @@ class Agent:
 
         if not self.email:
             raise errors.UsageError("Agent(email=…) is needed to run an agent on its own")
-        runner.run_agent_blocking(self, email=self.email, config_path=self.config_path,
-                                  iterations=iterations, interval=interval, emulator=emulator)
+        try:
+            runner.run_agent_blocking(self, email=self.email, config_path=self.config_path,
+                                      iterations=iterations, interval=interval,
+                                      emulator=emulator)
+        except KeyboardInterrupt:  # Ctrl-C is how a script's agent is stopped: no traceback
+            logging.getLogger(__name__).warning(
+                "%s: interrupted; the next run recovers the message that was under way",
+                self.email)

@@ -106,6 +106,23 @@ def _client_secrets(credentials_path: Path | str) -> Path:
         raise errors.AuthError(
             f"OAuth client file {path} not found: create an OAuth client of type "
             f"'Desktop app' and download its JSON there, as {README_SECTION} explains")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise errors.AuthError(
+            f"OAuth client file {path} is not readable JSON ({exc}): download it again from "
+            f"the Google Cloud console, as {README_SECTION} explains") from exc
+    kind = next(iter(info), None) if isinstance(info, dict) and len(info) == 1 else None
+    if kind == "web":
+        raise errors.AuthError(
+            f"OAuth client file {path} is for a 'Web application'; agentmail needs an OAuth "
+            f"client of type 'Desktop app' (create one, as {README_SECTION} explains)")
+    if kind != "installed" or not isinstance(info[kind], dict) or not {
+            "client_id", "client_secret"} <= set(info[kind]):
+        raise errors.AuthError(
+            f"OAuth client file {path} is not an OAuth client of type 'Desktop app' (expected "
+            f'{{"installed": {{"client_id": …, "client_secret": …}}}}), as {README_SECTION} '
+            "explains")
     return path
 
 

@@ -699,7 +699,8 @@ def _compose(*, from_addr: str, to: Sequence[str], cc: Sequence[str], subject: s
         raise errors.OutgoingRejected("an outgoing message needs at least one recipient")
     if len(to_boxes) + len(cc_boxes) > max_recipients:
         raise errors.OutgoingRejected(
-            f"{len(to_boxes) + len(cc_boxes)} recipients exceed the limit of {max_recipients}")
+            f"{len(to_boxes) + len(cc_boxes)} recipients exceed the limit of {max_recipients} "
+            "(setting max_recipients)")
     if not isinstance(subject, str):
         raise errors.OutgoingRejected(f"the subject must be text, not {type(subject).__name__}")
     _check_text(subject, "subject")
@@ -832,7 +833,8 @@ def _json_body(payload: Any, limits: ParseLimits) -> bytes:
         raise errors.OutgoingRejected(f"the payload is not JSON-serialisable: {exc}") from exc
     if len(data) > limits.max_json_bytes:
         raise errors.OutgoingRejected(
-            f"the payload is {len(data)} bytes of JSON; the limit is {limits.max_json_bytes}")
+            f"the payload is {len(data)} bytes of JSON; the limit is {limits.max_json_bytes} "
+            "(setting max_json_bytes)")
     if _json_depth_exceeds(text, limits.max_json_depth):
         raise errors.OutgoingRejected(
             f"the payload nests deeper than {limits.max_json_depth} levels")

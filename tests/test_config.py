@@ -7,7 +7,7 @@ import json
 import pytest
 
 from agentmail import errors
-from agentmail.config import load_settings, starter_config
+from agentmail.config import Settings, load_settings, starter_config
 
 
 def _write(tmp_path, data) -> str:
@@ -90,3 +90,54 @@ def test_bad_environment_values_name_the_variable(tmp_path):
 def test_the_starter_config_loads_back(tmp_path):
     path = _write(tmp_path, starter_config())
     assert load_settings(path, environ={}).max_attempts == 5
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("max_attempts", -1, "max_attempts must be at least 1, got -1"),
+    ("concurrency", 0, "concurrency must be at least 1, got 0"),
+    ("check_interval", -5, "check_interval must be at least 0, got -5"),
+    ("handler_timeout", -1, "handler_timeout must be at least 0"),
+    ("lease_seconds", 0, "lease_seconds must be more than 0"),
+    ("max_messages", 0, "max_messages must be at least 1"),
+    ("emulator", "not-a-url", "must be an http:// or https:// URL"),
+    ("emulator", "http://127.0.0.1:99999", "must be an http:// or https:// URL"),
+    ("emulator", "http://bad_host", "must be an http:// or https:// URL"),
+    ("handler", "mymodule", "must look like package.module:ClassName"),
+    ("db", "mysql://u@h/db", "the journal runs on SQLite"),
+    ("crash_at", "after_processed:x", "must look like after_processed:3"),
+])
+def test_every_source_is_validated_by_the_same_rules(tmp_path, key, value, expected):
+    path = _write(tmp_path, {key: value})
+    with pytest.raises(errors.ConfigError, match=expected):
+        load_settings(path, environ={})
+    with pytest.raises(errors.ConfigError, match=f"environment: AGENTMAIL_{key.upper()}"):
+        load_settings(tmp_path / "absent.json", environ={f"AGENTMAIL_{key.upper()}": str(value)})
+    with pytest.raises(errors.ConfigError, match="command line: --flag"):
+        load_settings(tmp_path / "absent.json", environ={}, overrides={key: value},
+                      flags={key: "--flag"})
+    with pytest.raises(errors.ConfigError, match=f"setting '{key}'"):
+        Settings(**{key: value})
+
+
+def test_good_values_pass_and_handler_timeout_defaults_to_off(tmp_path):
+    s = load_settings(_write(tmp_path, {"emulator": "http://127.0.0.1:8025",
+                                        "handler": "pkg.mod:Agent", "handler_timeout": 30,
+                                        "db": "postgresql+psycopg://u@h/db"}), environ={})
+    assert (s.emulator, s.handler, s.handler_timeout) == ("http://127.0.0.1:8025",
+                                                          "pkg.mod:Agent", 30.0)
+    assert Settings().handler_timeout == 0.0
+
+
+def test_a_named_config_file_must_exist(tmp_path):
+    missing = tmp_path / "missing.json"
+    with pytest.raises(errors.ConfigError, match="no such config file"):
+        load_settings(missing, environ={}, must_exist=True)
+    with pytest.raises(errors.ConfigError, match=r"\$AGENTMAIL_CONFIG"):
+        load_settings(None, environ={"AGENTMAIL_CONFIG": str(missing)}, must_exist=True)
+    assert load_settings(missing, environ={}).max_attempts == 5  # the library default
+
+
+def test_a_broken_file_can_be_ignored_to_replace_it(tmp_path):
+    path = _write(tmp_path, "{oops")
+    assert load_settings(path, environ={}, read_file=False).config_path == tmp_path / \
+        "agent_config.json"

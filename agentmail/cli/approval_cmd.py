@@ -9,9 +9,7 @@ import socket
 
 import typer
 
-from agentmail.cli.context import obj, print_json
-from agentmail.journal import approvals
-from agentmail.services import approval
+from agentmail.cli.context import check_address, obj, print_json
 
 
 def outbox(
@@ -21,7 +19,11 @@ def outbox(
     as_json: bool = typer.Option(False, "--json", help="Print them as JSON, one per line."),
 ) -> None:
     """List outgoing mail waiting for approval (oldest first), with what it would send."""
-    journal = obj(ctx).journal()
+    from agentmail.journal import approvals
+
+    if email is not None:
+        email = check_address(email)
+    journal = obj(ctx).journal(create=False)
     found = approvals.listing(journal, states=None if show_all else [approvals.PENDING],
                               accounts=[email] if email else None)
     for item in found:
@@ -50,7 +52,9 @@ def approve(
 ) -> None:
     """Approve (or --decline) outgoing mail held for approval. The running `agentmail mcp`
     sends what is approved, exactly once."""
-    journal = obj(ctx).journal()
+    from agentmail.services import approval
+
+    journal = obj(ctx).journal(create=False)
     decided = approval.decide(journal, approval_id, approve=not decline,
                               by=f"{getpass.getuser()}@{socket.gethostname()}", note=note)
     if as_json:

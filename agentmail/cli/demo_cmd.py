@@ -7,23 +7,27 @@ from pathlib import Path
 
 import typer
 
+from agentmail import errors
 from agentmail.cli.context import obj
-from agentmail.cli.output import StepPrinter
-from agentmail.services.demo import run_demo
 
 
 def demo(
     ctx: typer.Context,
-    folder: Path = typer.Option(Path("demo"), "--dir", help="Where the journal and the emulator's "
-                                "mailboxes are written."),
+    folder: Path = typer.Option(Path("demo"), "--dir", metavar="FOLDER",
+                                help="Where the journal and the emulator's mailboxes are written."),
 ) -> None:
     """Start a local Gmail emulator and two agents; one asks, the other answers, once."""
+    from agentmail.cli.output import StepPrinter
+    from agentmail.services.demo import run_demo
+
     c = obj(ctx)
+    if folder.exists() and not folder.is_dir():
+        raise errors.UsageError(f"--dir {folder} is a file; name a folder for the demo's files")
     printer = StepPrinter("demo", verbose=c.verbose, quiet=c.quiet)
     result = run_demo(folder.resolve(), say=c.say, on_step=printer.step)
     c.say()
     c.say(f"conversation {result.conversation_id} ({len(result.messages)} message copies, "
-          f"{result.cycles} cycles):", bold=True)
+          f"{result.cycles} cycle{'' if result.cycles == 1 else 's'}):", bold=True)
     for row in result.messages:
         payload = json.loads(row.payload) if row.payload else None
         c.say(f"  [{row.account} {row.direction:>3} {row.state}] {row.sender} → "

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+from pathlib import Path
+
 import typer
 
-from agentmail.emulator import Emulator, quota
+from agentmail import errors
+
+# The emulator's quota cost tables (agentmail.emulator.quota.COSTS), named here so that
+# declaring the command does not import the emulator.
+REGIMES = ("2026-05", "legacy")
 
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8025, help="TCP port (0 picks a free one)."),
+    port: int = typer.Option(8025, min=0, max=65535, help="TCP port (0 picks a free one)."),
     db: str = typer.Option(
-        "emulator.db", help="The emulator's own SQLite file (':memory:' keeps nothing)."),
+        "emulator.db", metavar="FILE",
+        help="The emulator's own SQLite file (':memory:' keeps nothing)."),
     rate_limit: int | None = typer.Option(
         None, "--rate-limit", help="Per-user quota units per rolling minute (429 beyond); "
         "Gmail's limit is 6000 (2026-05) or 15000 (legacy). Default: unlimited."),
     concurrency_limit: int | None = typer.Option(
         None, "--concurrency-limit", help="In-flight calls per user (429 beyond)."),
     regime: str = typer.Option(
-        "2026-05", help=f"Quota cost table: {' or '.join(sorted(quota.COSTS))}."),
+        "2026-05", help=f"Quota cost table: {' or '.join(REGIMES)}."),
     history_retention: int | None = typer.Option(
         None, "--history-retention",
         help="Keep only the last N history records per mailbox (older startHistoryId -> 404)."),
@@ -39,8 +48,16 @@ def serve(
     `Authorization: Bearer <address>`. Faults can also be changed while running
     with `PUT /emulator/v1/faults`; counters are at `GET /emulator/v1/stats`.
     """
+    from agentmail.emulator import Emulator, quota
+
     if regime not in quota.COSTS:
         raise typer.BadParameter(f"choose one of {sorted(quota.COSTS)}", param_hint="--regime")
+    if db != ":memory:":
+        folder = Path(db).expanduser().parent
+        if not folder.is_dir():
+            raise errors.UsageError(f"--db {db}: the folder {folder} does not exist")
+        if Path(db).is_dir():
+            raise errors.UsageError(f"--db {db} is a folder; name the emulator's file in it")
     try:
         emu = Emulator(
             None if db == ":memory:" else db, host=host, port=port, rate_limit=rate_limit,
@@ -50,7 +67,18 @@ def serve(
                     "drop_phase": drop_phase, "rewrite_message_id": rewrite_message_id})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    emu.start()
+    except sqlite3.DatabaseError as exc:
+        raise errors.UsageError(f"--db {db}: cannot use it as the emulator's store ({exc})"
+                                ) from exc
+    try:
+        emu.start()
+    except OSError as exc:
+        emu.stop()
+        if exc.errno == errno.EADDRINUSE:
+            raise errors.AgentmailError(f"port {port} on {host} is already in use (another "
+                                        "emulator?): pass --port N, or --port 0 for any free one"
+                                        ) from exc
+        raise errors.UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     typer.echo(f"Gmail API emulator listening on {emu.url}  (store: {db})")
     typer.echo(f"  agent:   agentmail run --emulator {emu.url}")
     typer.echo("  python:  from agentmail.emulator.client import build_service, new_batch")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 
 from agentmail.cli.context import obj, print_json
-from agentmail.journal.verify import verify as verify_journal
 
-app = typer.Typer(help="Inspect and maintain the event journal.", no_args_is_help=True)
+app = typer.Typer(help="Inspect and maintain the event journal.", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 
 @app.command()
@@ -18,7 +18,7 @@ def rebuild(ctx: typer.Context) -> None:
     from agentmail.services.runner import run_is_alive
 
     c = obj(ctx)
-    journal = c.journal()
+    journal = c.journal(create=False)
     count = journal.rebuild(is_alive=run_is_alive(c.settings(), journal.clock))
     c.say(f"rebuilt the projections from {count} events")
 
@@ -29,8 +29,10 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Rebuild into a scratch database and compare with the live projections (exit 1 on a difference)."""
+    from agentmail.journal.verify import verify as verify_journal
+
     c = obj(ctx)
-    report = verify_journal(c.journal())
+    report = verify_journal(c.journal(create=False))
     if as_json:
         print_json({"ok": report.ok, "events": report.events, "tables": {
             d.table: {"only_live": len(d.only_live), "only_rebuilt": len(d.only_rebuilt),

@@ -14,8 +14,7 @@ from enum import Enum
 import typer
 
 from agentmail import errors
-from agentmail.cli.context import obj
-from agentmail.services.mailboxes import open_mailbox
+from agentmail.cli.context import check_address, obj
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,10 @@ def mcp(
     except ImportError as exc:
         raise errors.UsageError(f"agentmail mcp needs the MCP SDK ({exc}): "
                                 "pip install 'agentmail-cli[mcp]'") from exc
+    from agentmail.services.mailboxes import open_mailbox
+
     c = obj(ctx)
+    email = [check_address(address) for address in email]
     settings = c.settings(emulator=emulator)
     journal = c.journal(settings)
     # SIGTERM stops like Ctrl-C, so claims still held go back to the queue on the way out.

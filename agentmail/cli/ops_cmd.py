@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from agentmail.cli.context import obj, print_json
-from agentmail.services import handlers
-from agentmail.services import replay as rp
-from agentmail.services import status as st
-from agentmail.services.mailboxes import open_mailbox
+from agentmail import errors
+from agentmail.cli.context import check_address, obj, print_json
 
-OUTCOME_COLORS = {rp.SUCCEEDED: "green", rp.QUEUED: "cyan", rp.WOULD_REPLAY: "cyan",
-                  rp.SKIPPED: "bright_black", rp.REFUSED: "red", rp.FAILED_AGAIN: "red",
-                  rp.DEAD_LETTERED: "red", rp.UNFINISHED: "yellow"}
+if TYPE_CHECKING:
+    from agentmail.services import replay as rp
+    from agentmail.services import status as st
+
+# By the outcome names of agentmail.services.replay.
+OUTCOME_COLORS = {"succeeded": "green", "queued": "cyan", "would_replay": "cyan",
+                  "skipped": "bright_black", "refused": "red", "failed": "red",
+                  "dead_lettered": "red", "unfinished": "yellow"}
 
 
 def replay(
@@ -39,8 +41,9 @@ def replay(
     queue: bool = typer.Option(False, "--queue", help="Only mark them for replay; the running "
                                "agent (or the next `agentmail run`) processes them."),
     handler: str | None = typer.Option(
-        None, "--handler", help="Agent subclass to run, as package.module:Class "
-        "(default: config 'handler', else the acknowledging agent)."),
+        None, "--handler", metavar="MODULE:CLASS", help="Agent subclass to run, as "
+        "package.module:Class (default: the handler the mailbox's last run used, else the "
+        "config's 'handler'; with neither, replay refuses rather than guess)."),
     emulator: str | None = typer.Option(
         None, "--emulator", help="Gmail API emulator URL instead of Google ($AGENTMAIL_EMULATOR)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -51,19 +54,42 @@ def replay(
     message then goes through the same claim, handler, send and ack steps as in
     `agentmail run`. Exits 1 if a replayed message fails again or one is refused.
     """
+    from agentmail.services import handlers
+    from agentmail.services import replay as rp
+    from agentmail.services.mailboxes import open_mailbox
+
     c = obj(ctx)
-    settings = c.settings(handler=handler, emulator=emulator)
-    journal = c.journal(settings)
+    if email is not None:
+        email = check_address(email)
+    settings = c.settings(emulator=emulator)
+    # --handler is checked like the setting it would override, before anything is touched.
+    flag = c.settings(handler=handler).handler if handler else None
+    journal = c.journal(settings, create=False)
     selection = rp.Selection(messages=message, threads=thread, failed=failed, email=email,
                              since=rp.parse_when(since, journal.clock()) if since else None)
-    replayer = rp.Replayer(journal, settings, open_mailbox=open_mailbox,
-                           load_agent=lambda address: handlers.load_agent(settings.handler,
-                                                                          address))
+    chosen: dict[str, str] = {}
+
+    def load_agent(address: str) -> Any:
+        spec, why = rp.resolve_handler(journal, address, flag=flag, configured=settings.handler)
+        chosen[address] = f"{spec} ({why})"
+        return handlers.load_agent(spec, address, folders=[settings.config_path.parent])
+
+    replayer = rp.Replayer(journal, settings, open_mailbox=open_mailbox, load_agent=load_agent)
     report = replayer.replay(selection, force=force, queue=queue, dry_run=dry_run)
+    report.handlers.update(chosen)
+    if dry_run and not queue:  # say now which handler a real replay would run, or why none
+        for address in dict.fromkeys(i.account for i in report.items if i.action == rp.REPLAY):
+            try:
+                spec, why = rp.resolve_handler(journal, address, flag=flag,
+                                               configured=settings.handler)
+                report.handlers[address] = f"{spec} ({why})"
+            except errors.UsageError as exc:
+                report.warnings.append(str(exc))
     for warning in report.warnings:
         typer.secho(f"warning: {warning}", fg="yellow", err=True)
     if as_json:
         print_json({"dry_run": dry_run, "queued": queue, "failed": report.failed,
+                    "looked_at": report.looked_at, "handlers": report.handlers,
                     "items": [i.to_json() for i in report.items]})
     else:
         _replay_table(c, report, dry_run=dry_run)
@@ -72,21 +98,24 @@ def replay(
 
 
 def _replay_table(c: Any, report: rp.ReplayReport, *, dry_run: bool) -> None:
+    for account, spec in report.handlers.items():
+        c.say(f"{account}: handler {spec}", dim=True)
     if not report.items:
-        c.say("nothing matched")
+        typer.echo(f"nothing matched: looked at {report.looked_at}")
         return
     typer.secho(f"{'outcome':<14} {'was':<14} {'sent':>4}  {'message':<34} why", bold=True)
     for i in report.items:
         who = f"{i.account}:{i.provider_id}"
-        typer.secho(f"{i.outcome or '-':<14} {i.state:<14} {i.sent:>4}  {who:<34} {i.reason}",
+        outcome, state = (i.outcome or "-").replace("_", "-"), i.state.replace("_", "-")
+        typer.secho(f"{outcome:<14} {state:<14} {i.sent:>4}  {who:<34} {i.reason}",
                     fg=OUTCOME_COLORS.get(i.outcome or ""))
         if i.error:
             typer.secho(f"{'':<14} error: {i.error}", fg="red")
     counts: dict[str, int] = {}
     for i in report.items:
         counts[i.outcome or "-"] = counts.get(i.outcome or "-", 0) + 1
-    summary = ", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in counts.items())
-    c.say(("dry run: " if dry_run else "") + summary, bold=True)
+    summary = ", ".join(f"{n} {outcome.replace('_', '-')}" for outcome, n in counts.items())
+    typer.secho(("dry run: " if dry_run else "") + summary, bold=True)
 
 
 def status(
@@ -96,9 +125,13 @@ def status(
 ) -> None:
     """Per mailbox: last run (alive?), last sync and history cursor, messages by status,
     the oldest pending message's age and the last error."""
+    from agentmail.services import status as st
+
     c = obj(ctx)
+    if email is not None:
+        email = check_address(email)
     settings = c.settings()
-    accounts = st.status(c.journal(settings), settings, email)
+    accounts = st.status(c.journal(settings, create=False), settings, email)
     if as_json:
         print_json({"accounts": [a.to_json() for a in accounts]})
         return

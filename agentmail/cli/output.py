@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from agentmail.pipeline import CycleReport
+if TYPE_CHECKING:
+    from agentmail.pipeline import CycleReport
 
 STEP_COLORS = {"fetched": "cyan", "rejected": "yellow", "claimed": "blue", "processed": "green",
                "sent": "green", "acked": "bright_black", "released": "yellow",
@@ -45,7 +46,8 @@ class StepPrinter:
         elif kind == "processed":
             extra = f"  {info['outgoing']} outgoing"
         stamp = datetime.now().strftime("%H:%M:%S")
-        typer.secho(f"{stamp} {kind:<13} {_who(info)}{extra}", fg=STEP_COLORS.get(kind))
+        label = kind.replace("_", "-")  # the journal's kind names, written as words
+        typer.secho(f"{stamp} {label:<13} {_who(info)}{extra}", fg=STEP_COLORS.get(kind))
 
     def cycle(self, number: int, report: CycleReport) -> None:
         if self.quiet and not report.errors:
@@ -53,10 +55,11 @@ class StepPrinter:
         busy = report.fetched or report.processed or report.sent or report.acked or report.errors
         if not busy and not self.verbose:
             return
-        parts = [f"{name} {getattr(report, name)}" for name in (
+        parts = [f"{name.replace('_', '-')} {getattr(report, name)}" for name in (
             "fetched", "rejected", "processed", "sent", "acked", "failed", "dead_lettered")
             if getattr(report, name)]
-        line = f"cycle {number}: " + (", ".join(parts) or "nothing new")
+        idle = "could not finish" if report.errors else "nothing new"
+        line = f"cycle {number}: " + (", ".join(parts) or idle)
         if report.full_sync:
             line += " (full sync)"
         typer.secho(line, bold=True)

@@ -236,6 +236,13 @@ class JournalQueries:
                          .limit(1))
         return json.loads(rows[0][0]).get("concurrency") if rows else None
 
+    def runs_started(self, account: str, *, limit: int = 20) -> list[ev.Event]:
+        """The `run_started` events of `account`, newest first."""
+        e = t.events
+        return [row_event(r) for r in self._all(
+            select(e).where(e.c.account == account, e.c.kind == ev.RUN_STARTED)
+            .order_by(e.c.seq.desc()).limit(limit))]
+
     def run_marks_handlers(self, run_id: str) -> bool:
         """Did this run mark its claims as their handlers started (see mark_started)?"""
         e = t.events

@@ -6,19 +6,25 @@ the application runs them itself on open, so users never call Alembic.
 
 from __future__ import annotations
 
+import logging
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from agentmail import errors
 from agentmail.journal.engine import MIGRATION_LOCK, WRITE_OPTION, is_sqlite
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+_REVISION = re.compile(r"^revision\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", re.M)
+_DOWN = re.compile(r"^down_revision\s*(?::[^=]*)?=\s*(.+)$", re.M)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +39,8 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(engine: Engine | None = None, connection: object | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     if engine is not None:
@@ -43,6 +51,8 @@ def alembic_config(engine: Engine | None = None, connection: object | None = Non
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -74,8 +84,38 @@ def check_sqlite_file(path: Path) -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def scripted_head() -> str | None:
+    """The head revision read from the migration scripts' text, without importing Alembic
+    (which costs a command about 0.1 s); None when the scripts do not say it plainly."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (migrations_dir() / "versions").glob("*.py"):
+        source = script.read_text(encoding="utf-8")
+        found, down = _REVISION.search(source), _DOWN.search(source)
+        if found is None or down is None:
+            return None
+        revisions.add(found.group(1))
+        parents.update(re.findall(r"['\"]([^'\"]+)['\"]", down.group(1)))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _stamped_revision(engine: Engine) -> str | None:
+    """alembic_version as a plain query, if this is an agentmail journal (it has events);
+    None when there is no such table or row."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+            conn.execute(text("SELECT seq FROM events WHERE 1 = 0")).all()
+    except DBAPIError:
+        return None
+    return rows[0][0] if len(rows) == 1 else None
 
 
 @contextmanager
@@ -108,6 +148,14 @@ def prepare(engine: Engine, *, upgrade: bool = True) -> None:
     Several processes may open a new journal at the same moment: the first upgrades it
     under a lock, the others wait and then find it current.
     """
+    stamped = _stamped_revision(engine)
+    if stamped is not None and stamped == scripted_head():
+        return  # the usual case, a current journal: no Alembic needed
+    alembic_log = logging.getLogger("alembic")
+    if alembic_log.level == logging.NOTSET:
+        # Alembic narrates its imports and each step at INFO, which a script's
+        # basicConfig(INFO) shows amid an agent's output; who wants it sets a level.
+        alembic_log.setLevel(logging.WARNING)
     if not upgrade:
         _prepare(engine, None, upgrade=False)
         return
@@ -116,6 +164,9 @@ def prepare(engine: Engine, *, upgrade: bool = True) -> None:
 
 
 def _prepare(engine: Engine, conn: object | None, *, upgrade: bool) -> None:
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
     bind = conn if conn is not None else engine
     tables = set(inspect(bind).get_table_names())
     found = _revision(bind) if "alembic_version" in tables else None
@@ -139,6 +190,8 @@ def _prepare(engine: Engine, conn: object | None, *, upgrade: bool) -> None:
 
 
 def _revision(bind: object) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     if isinstance(bind, Engine):
         return current_revision(bind)
     return MigrationContext.configure(bind).get_current_revision()  # type: ignore[arg-type]

@@ -212,7 +212,8 @@ class Journal(JournalQueries):
 
     def start_run(self, account: str, run_id: str, *, host: str, pid: int,
                   is_alive: Callable[[port.RunRow], bool], lease_seconds: float = 300.0,
-                  concurrency: int = 1, **data: Any) -> ev.Event:
+                  concurrency: int = 1, data: dict[str, Any] | None = None,
+                  **more: Any) -> ev.Event:
         """Register a run for `account`; refuse while another live run holds the mailbox.
 
         `is_alive(run_row)` tells whether an older 'running' row is still alive (lease
@@ -235,8 +236,9 @@ class Journal(JournalQueries):
                         "stopped_run_id": row.run_id, "reason": "crashed"}))
                 expires = self.clock() + timedelta(seconds=lease_seconds)
                 started = ev.Event(ev.RUN_STARTED, account, run_id=run_id, data={
-                    "host": host, "pid": pid, "concurrency": concurrency,
-                    "lease_seconds": lease_seconds, "expires_at": expires.isoformat(), **data})
+                    **(data or {}), **more, "host": host, "pid": pid,
+                    "concurrency": concurrency, "lease_seconds": lease_seconds,
+                    "expires_at": expires.isoformat()})
                 return self._append_in(conn, [*stopped, started])[-1]
         try:
             return translated(work, what="registering the run")

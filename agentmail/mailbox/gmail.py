@@ -408,6 +408,14 @@ class GmailMailbox(base.Mailbox):
         mapped = translate_error(exc, what=what, address=self.address, now=self._retry.clock())
         return exc if mapped is None else mapped
 
+    def _say_retry(self, failure: errors.MailboxUnavailable, wait: float) -> None:
+        # A warning, once per backoff step: an unreachable server must not look like a hang.
+        if failure.reason in ("connection", "timeout"):
+            log.warning("cannot reach %s (%s); retrying in %.1f s",
+                        self._batch_uri.removesuffix(BATCH_PATH), failure, wait)
+        else:
+            log.warning("%s; retrying in %.1f s", failure, wait)
+
     def _call(self, what: str, make: Callable[[], Any]) -> Any:
         """Execute an idempotent request, retrying MailboxUnavailable per the policy."""
         attempt = 0
@@ -426,7 +434,7 @@ class GmailMailbox(base.Mailbox):
             wait = self._retry.delay(attempt, failure.retry_after)
             if wait is None:
                 raise failure from cause
-            log.info("%s; retrying in %.1f s", failure, wait)
+            self._say_retry(failure, wait)
             self._retry.sleep(wait)
             attempt += 1
 
@@ -454,8 +462,8 @@ class GmailMailbox(base.Mailbox):
             wait = self._retry.delay(attempt, longest)
             if wait is None:
                 raise failure from cause
-            log.info("%s (%d of %d parts); retrying them in %.1f s",
-                     failure, len(failed), len(requests), wait)
+            log.warning("%s (%d of %d parts); retrying them in %.1f s",
+                        failure, len(failed), len(requests), wait)
             self._retry.sleep(wait)
             attempt += 1
         return results

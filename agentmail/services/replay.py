@@ -13,6 +13,7 @@ override it), messages this agent sent, and messages in flight in a live run (re
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from agentmail.journal import projections as proj
 from agentmail.journal.store import Journal, as_utc
 from agentmail.mailbox.base import Mailbox
 from agentmail.pipeline import CycleReport
+from agentmail.services import handlers
 from agentmail.services.runner import Run, run_is_alive
 
 # Actions decided for each selected message
@@ -86,6 +88,8 @@ class ReplayItem:
 class ReplayReport:
     items: list[ReplayItem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    looked_at: str = ""  # what the selection covered, said when nothing matched
+    handlers: dict[str, str] = field(default_factory=dict)  # account -> "spec (why)"
 
     @property
     def failed(self) -> bool:
@@ -126,6 +130,50 @@ def select(journal: Journal, sel: Selection) -> list[Any]:
         rows = [r for r in rows if as_utc(r.updated_at) >= sel.since]
     unique = {r.key: r for r in rows}
     return sorted(unique.values(), key=lambda r: r.first_seq)
+
+
+def describe(sel: Selection) -> str:
+    """What a selection looked at, in words: "dead-lettered or failing messages of a@x"."""
+    parts = []
+    if sel.messages:
+        parts.append("messages " + ", ".join(sel.messages))
+    if sel.threads:
+        parts.append("received messages of conversation(s) " + ", ".join(sel.threads))
+    if sel.failed or (sel.since and not (sel.messages or sel.threads)):
+        parts.append("dead-lettered messages and messages waiting to retry")
+    text = " and ".join(parts)
+    text += f" of {sel.email}" if sel.email else " of every mailbox in the journal"
+    if sel.since is not None:
+        text += f", changed since {sel.since.isoformat(timespec='seconds')}"
+    return text
+
+
+def resolve_handler(journal: Journal, account: str, *, flag: str | None,
+                    configured: str | None) -> tuple[str, str]:
+    """(spec, why) of the handler to replay `account`'s messages with: --handler, else the one
+    the mailbox's last run journaled, else the config's `handler`. Refuses to guess, since the
+    default agent would really mail an acknowledgement to the original sender."""
+    if flag:
+        return flag, "--handler"
+    script = None
+    for started in journal.runs_started(account):
+        spec = started.data.get("handler")
+        if not spec or started.data.get("replay"):
+            continue
+        if handlers.importable(spec):
+            return spec, f"the handler of run {(started.run_id or '')[:8]}"
+        script = spec
+        break
+    if configured:
+        return configured, "config 'handler'"
+    if script:
+        raise errors.UsageError(
+            f"{account} was last run with {script}, a class defined in a script, which replay "
+            "cannot import: pass --handler package.module:Class")
+    raise errors.UsageError(
+        f"no handler known for {account}: no run of it journaled one and the config names none;"
+        " pass --handler package.module:Class (replay does not guess: the default agent would "
+        "mail an acknowledgement to each sender)")
 
 
 def decide(row: Any, *, force: bool, holder_alive: Callable[[str | None], bool]) -> tuple[str, str]:
@@ -184,7 +232,7 @@ class Replayer:
     def replay(self, sel: Selection, *, force: bool = False, queue: bool = False,
                dry_run: bool = False) -> ReplayReport:
         rows = select(self.journal, sel)
-        report = ReplayReport()
+        report = ReplayReport(looked_at=describe(sel))
         if force:
             report.warnings.append("--force: messages that already succeeded are handled again "
                                    "and their handler's replies sent again (as new messages)")
@@ -240,9 +288,10 @@ class Replayer:
         return items
 
     def _process_now(self, account: str, rows: list[Any], force: bool) -> list[ReplayItem]:
+        agent = self.load_agent(account)
         with self.open_mailbox(self.settings, account) as mailbox, Run(
-                journal=self.journal, mailbox=mailbox, agent=self.load_agent(account),
-                settings=self.settings) as run:
+                journal=self.journal, mailbox=mailbox, agent=agent, settings=self.settings,
+                run_data={"replay": True}) as run:
             # The run's start-up recovery may have finished or released some of them.
             current = [row for r in rows if (row := self.journal.message(r.key)) is not None]
             items = self._decide(current, force)
@@ -251,14 +300,30 @@ class Replayer:
                 self._request(run.run_id, i, force, queued=False)
             self._unfail(mailbox, chosen)
             if chosen:
-                cycle = CycleReport()
-                run.pipeline.process_rows(
-                    [row for i in chosen if (row := self.journal.message(i.key)) is not None],
-                    cycle)
-                run.totals.add(cycle)
+                self._handle(run, mailbox, [row for i in chosen
+                                            if (row := self.journal.message(i.key)) is not None])
             for i in chosen:
                 self._outcome(i)
         return items
+
+    def _handle(self, run: Run, mailbox: Mailbox, rows: list[Any]) -> None:
+        """One attempt each, through the run's pipeline.
+
+        Recovery after a crash in here looks for sent replies from the history point
+        journaled with each result, so take one now, as a sync does before handling. And a
+        replay is one attempt: failing again dead-letters the message at once, with the new
+        error, instead of putting it back to pending with a fresh retry budget.
+        """
+        pipeline = run.pipeline
+        pipeline._cursor = mailbox.history_point()
+        normal = pipeline.settings
+        pipeline.settings = dataclasses.replace(normal, max_attempts=1)
+        try:
+            cycle = CycleReport()
+            pipeline.process_rows(rows, cycle)
+            run.totals.add(cycle)
+        finally:
+            pipeline.settings = normal
 
     def _outcome(self, item: ReplayItem) -> None:
         row = self.journal.message(item.key)

@@ -22,6 +22,7 @@ from agentmail.journal.store import Journal, as_utc
 from agentmail.mailbox.base import Mailbox
 from agentmail.pipeline import CycleReport, Pipeline, StepListener
 from agentmail.reconcile import ReconcileReport, reconcile
+from agentmail.services import handlers
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,12 @@ class Run:
     def __init__(self, *, journal: Journal, mailbox: Mailbox, agent: Agent, settings: Settings,
                  on_step: StepListener | None = None, on_cycle: Callable[[int, CycleReport], None]
                  | None = None, checkpoint: Callable[[str], None] | None = None,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 sleep: Callable[[float], None] | None = None,
+                 run_data: dict[str, Any] | None = None) -> None:
         self.journal = journal
+        # Journaled with run_started: the handler (so `agentmail replay` runs the same one)
+        # and what the caller adds (a replay says so).
+        self.run_data = {"handler": handlers.spec_of(agent), **(run_data or {})}
         self.mailbox = mailbox
         self.settings = settings
         self.run_id = uuid.uuid4().hex
@@ -173,7 +178,8 @@ class Run:
         self.journal.start_run(self.mailbox.address, self.run_id, host=socket.gethostname(),
                                pid=os.getpid(), is_alive=self._is_alive,
                                lease_seconds=self.settings.lease_seconds,
-                               concurrency=self.settings.concurrency, handler_marks=True)
+                               concurrency=self.settings.concurrency, handler_marks=True,
+                               data=self.run_data)
         self._heartbeat.start()
         try:
             self.mailbox.ensure_labels(self.pipeline.labels)

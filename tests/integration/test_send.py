@@ -67,7 +67,7 @@ def test_the_same_key_twice_sends_once_and_other_content_is_refused(tmp_path, em
 
 def test_send_honours_allow_to(tmp_path, emulator):
     refused = _send(tmp_path, emulator, "--to", "mallory@elsewhere.example", "--payload", "{}")
-    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "allow_to" in refused.stderr + refused.stdout
     assert _inbox(emulator, "mallory@elsewhere.example") == []
 

@@ -78,8 +78,13 @@ def test_a_dead_lettered_message_is_replayed_and_succeeds_once_fixed(lab, cli):
 
     again = cli("replay", "--failed")  # still broken: fails again, exit 1
     assert again.exit_code == 1, again.output
-    assert "failed" in again.stdout and "the model is down" in again.stdout
-    assert _status(cli)["counts"]["failed"] == 1  # fresh budget: retrying, not dead
+    assert "dead-lettered" in again.stdout and "the model is down" in again.stdout
+    # A replay is one attempt: failing again leaves it dead-lettered with the new error,
+    # so the next `replay --failed` still finds it.
+    status = _status(cli)
+    assert status["counts"]["dead_lettered"] == 1 and status["counts"]["failed"] == 0
+    listed = cli("replay", "--failed", "--dry-run", "--json")
+    assert [i["outcome"] for i in json.loads(listed.stdout)["items"]] == ["would_replay"]
 
     (lab.tmp / "fixed").touch()
     fixed = cli("replay", "--message", request, "--json")
@@ -137,6 +142,11 @@ def test_replay_is_refused_while_a_live_run_holds_the_mailbox_unless_queued(lab,
 
 
 def test_replay_needs_a_selection_and_explains_unknown_ids(lab, cli):
+    missing = cli("replay", "--failed")
+    assert missing.exit_code == 2 and "no journal here" in missing.output
+    assert not lab.db.exists()  # and it did not leave an empty one behind
+    with lab.journal():
+        pass
     assert cli("replay").exit_code == 2
     unknown = cli("replay", "--message", "<nope@example.com>")
     assert unknown.exit_code == 1 and "no received message matches" in unknown.output
