@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 
@@ -26,7 +27,10 @@ from agentmail.journal.verify import verify
 
 from .history import claimed, fetched, processed, sent, simple
 
-ACCOUNTS = [f"agent{n}@example.com" for n in range(4)]
+# CI runs 4 writers x 60 messages; AGENTMAIL_SOAK=1 runs the full size, 8 x 200.
+SOAK = os.environ.get("AGENTMAIL_SOAK") == "1"
+ACCOUNTS = [f"agent{n}@example.com" for n in range(8 if SOAK else 4)]
+PER_WRITER = 200 if SOAK else 60
 SPAWN = multiprocessing.get_context("spawn")  # no fork of a process holding connections
 
 
@@ -68,7 +72,7 @@ def _write_history(url: str, account: str, count: int, start: float) -> None:
 def test_writers_racing_on_shared_conversations_neither_crash_nor_lose_events(journal_url):
     with Journal.open(journal_url) as j:
         start = time.time() + 2.0
-        procs = [SPAWN.Process(target=_write_history, args=(journal_url, a, 60, start))
+        procs = [SPAWN.Process(target=_write_history, args=(journal_url, a, PER_WRITER, start))
                  for a in ACCOUNTS]
         for p in procs:
             p.start()
@@ -91,7 +95,7 @@ def test_writers_racing_on_shared_conversations_neither_crash_nor_lose_events(jo
         follower.join(timeout=60)
         assert [p.exitcode for p in procs] == [0] * len(ACCOUNTS)
         stored = [e.seq for e in j.events_since(0)]
-        assert len(stored) == len(ACCOUNTS) * 60 * 5
+        assert len(stored) == len(ACCOUNTS) * PER_WRITER * 5
         assert followed == stored  # in order, none skipped while they were being written
         messages = [j.message(ev.message_key(a, f"{a.split('@')[0]}-0")) for a in ACCOUNTS]
         assert len({m.conversation_id for m in messages}) == 1  # one conversation, four copies
