@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,38 +12,21 @@ import pytest
 pytest.importorskip("mcp", reason="the MCP tests need the mcp extra: pip install -e '.[mcp]'")
 
 from agentmail.config import Settings
-from agentmail.emulator import Emulator
 from agentmail.journal.store import Journal
 from agentmail.services.inbox import Inbox
-from tests.agents import Agents, agent_settings
+from tests.agents import Agents
+from tests.integration import conftest as integration
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
 POLL_SECONDS = 0.05  # wait_for_reply's polling in tests
 
 
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        yield emu
-
-
-@pytest.fixture
-def journal(sqlite_journal: Journal) -> Journal:
-    return sqlite_journal
-
-
-@pytest.fixture
-def settings(tmp_path: Path, emulator: Emulator) -> Settings:
-    return agent_settings(tmp_path, emulator.url)
-
-
-@pytest.fixture
-def agents(emulator, journal, settings) -> Iterator[Agents]:
-    a = Agents(emulator.url, journal, settings)
-    yield a
-    a.close()
-
+# The emulator, journal, settings and agents fixtures are the integration tests' own.
+emulator = integration.emulator
+journal = integration.journal
+settings = integration.settings
+agents = integration.agents
 
 InboxFactory = Callable[..., Inbox]
 
