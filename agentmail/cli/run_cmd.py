@@ -157,7 +157,12 @@ def run(
                     f"{totals.failed} failed, {totals.dead_lettered} dead-lettered, "
                     f"{totals.rejected} rejected", bold=True)
     if interrupts.abandoned:
-        raise typer.Exit(EXIT_INTERRUPTED)
+        # Everything is journaled and the run is closed. Leave without interpreter shutdown:
+        # it restores the default SIGINT action, so a Ctrl-C landing during it would kill
+        # the process with a signal instead of exit 130.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
 
 
 def _read_payload(payload: str | None, payload_file: Path | None) -> Any:
