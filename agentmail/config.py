@@ -71,6 +71,8 @@ class Settings:
     max_mime_parts: int = 100
     max_mime_depth: int = 20
     max_recipients: int = 100  # To + Cc of one outgoing message (Gmail's cap is 100)
+    # Days a finished message's body stays in the journal (`agentmail journal compact`)
+    body_retention_days: float = 7.0
     # Testing hook, never for production: "after_processed:3" makes a run SIGKILL itself the
     # 3rd time it reaches that step boundary (the checkpoint names of agentmail.pipeline), so
     # tests can crash a real `agentmail run` at an exact point. Env: AGENTMAIL_CRASH_AT.
@@ -192,6 +194,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "max_json_bytes": _at_least(1), "max_json_depth": _at_least(1), "max_references": _at_least(0),
     "max_header_line": _at_least(1), "max_mime_parts": _at_least(1),
     "max_mime_depth": _at_least(1), "max_recipients": _at_least(1), "crash_at": _crash_at,
+    "body_retention_days": _at_least(0),
 }
 
 

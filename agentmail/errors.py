@@ -139,6 +139,15 @@ class MailboxRejected(MailboxError):
     retryable = False
 
 
+class BodyUnavailable(JournalError):
+    """The journal keeps no body for this message (it was compacted away)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the journal keeps no body for {key} any more (`agentmail journal "
+                         "compact` deleted it); it cannot be handled again")
+        self.key = key
+
+
 class OutgoingRejected(AgentmailError):
     """An outgoing message was refused before anything was sent."""
 

@@ -25,6 +25,7 @@ from agentmail import errors, policy, records
 from agentmail import message as msg
 from agentmail.config import Settings
 from agentmail.journal import events as ev
+from agentmail.journal.bodies import Body
 from agentmail.journal.port import JournalPort
 from agentmail.mailbox import base as mb
 from agentmail.screening import Screen
@@ -37,17 +38,23 @@ log = logging.getLogger("agentmail.pipeline")
 SYSTEM_UNREAD = "UNREAD"
 
 
+#: Bytes of mail downloaded at once: a backlog of large messages is fetched a few at a time,
+#: so a run's memory does not grow with `max_messages` times the message size.
+FETCH_BUDGET_BYTES = 8_000_000
+
+
 @dataclass
 class _Fetched:
     """One fetched message: the events journaling it and what it turned out to be."""
 
-    raw: mb.RawMessage
+    provider_id: str
     key: str
     events: list[ev.Event]
     outcome: str  # "fetched" (pending for the handler), "rejected" or "duplicate"
     message: msg.Message | None
     reason: str | None = None
     answered: bool = False  # an error reply was queued with the rejection
+    body: bytes | None = None  # kept for the handler stage: pending messages only
 
 
 @dataclass
@@ -110,13 +117,14 @@ class Intake:
         new = [i for i in ids if i not in known]
         chunk = max(1, self.settings.max_messages)
         for start in range(0, len(new), chunk):
-            if self.stop_requested.is_set():
-                return  # the cursor stays: what was not fetched is listed again next run
-            self._fetch(new[start:start + chunk], report)
-            # Handle each chunk before fetching the next: a backlog of any size is worked
-            # through with one chunk of messages in memory.
-            while not self.stop_requested.is_set() and self.process_batch(report):
-                pass
+            for part in self._by_size(new[start:start + chunk], report):
+                if self.stop_requested.is_set():
+                    return  # the cursor stays: what was not fetched is listed again next run
+                self._fetch(part, report)
+                # Handle each part before fetching the next: a backlog of any size is worked
+                # through with one part's messages in memory.
+                while not self.stop_requested.is_set() and self.process_batch(report):
+                    pass
         if self.hold_cursor:  # a message could not be journaled: list it again next time
             self.hold_cursor = False
             return
@@ -124,6 +132,48 @@ class Intake:
             self.journal.append(ev.Event(ev.SYNCED, self.address, run_id=self.run_id,
                                          data={"history_id": changes.history_id,
                                                "full": report.full_sync}))
+
+    def _by_size(self, ids: Sequence[str], report: CycleReport) -> list[list[str]]:
+        """Ask the sizes first: reject what is over `max_message_bytes` without downloading
+        it, and split the rest into parts of at most `FETCH_BUDGET_BYTES` (one message over
+        the budget is a part of its own)."""
+        if self.stop_requested.is_set():
+            return []
+        sizes = self.mailbox.sizes(ids)
+        limit = self.settings.max_message_bytes
+        too_large = [i for i in ids if sizes.get(i, 0) > limit]
+        if too_large:
+            self._reject_unread(too_large, sizes, report)
+        parts: list[list[str]] = []
+        total = 0
+        for i in ids:
+            if i not in sizes or sizes[i] > limit:
+                continue  # gone meanwhile, or rejected above
+            if not parts or (parts[-1] and total + sizes[i] > FETCH_BUDGET_BYTES):
+                parts.append([])
+                total = 0
+            parts[-1].append(i)
+            total += sizes[i]
+        return parts
+
+    def _reject_unread(self, ids: Sequence[str], sizes: dict[str, int],
+                       report: CycleReport) -> None:
+        """Journal oversized messages as rejected from their size alone: no body is
+        downloaded or kept, and no error reply goes out (nothing vouches for a sender we
+        have not read)."""
+        limit = self.settings.max_message_bytes
+        entries = []
+        for i in ids:
+            key = ev.message_key(self.address, i)
+            details = {"size": sizes[i], "limit": limit, "limit_name": "max_message_bytes",
+                       "downloaded": False}
+            entries.append(_Fetched(i, key, [
+                ev.Event(ev.FETCHED, self.address, message_key=key, run_id=self.run_id,
+                         data={"provider_id": i, "size": sizes[i], "downloaded": False}),
+                ev.Event(ev.REJECTED, self.address, message_key=key, run_id=self.run_id,
+                         data={"reason": "too_large", "details": details})],
+                "rejected", None, reason="too_large"))
+        self._finish_chunk(self._journal_fetched(entries, report), report)
 
     def _fetch(self, ids: Sequence[str], report: CycleReport) -> None:
         raws = self.mailbox.get_raw(ids)
@@ -149,19 +199,22 @@ class Intake:
                             exc_info=log.isEnabledFor(logging.DEBUG))
                 entry = self._unscreened(raw, exc)
             entries.append(entry)
-        journaled = self._journal_fetched(entries, report)
         report.fetched += len(raws)
+        self._finish_chunk(self._journal_fetched(entries, report), report)
+
+    def _finish_chunk(self, journaled: list[_Fetched], report: CycleReport) -> None:
+        """After a chunk is journaled: tell the steps, label rejects and duplicates."""
         for entry in journaled:
             if entry.message is not None:
                 self.step(entry.outcome, {"message": entry.message,
                                           "reason": entry.reason})
             if entry.outcome == "fetched" and entry.message is not None:
                 self._parsed[entry.message.key] = entry.message
-        rejected = [e.raw.id for e in journaled if e.outcome == "rejected"]
+        rejected = [e.provider_id for e in journaled if e.outcome == "rejected"]
         if rejected:
             report.rejected += len(rejected)
             self._label(rejected, add=[self.settings.label_rejected], report=report)
-        duplicates = [e.raw.id for e in journaled if e.outcome == "duplicate"]
+        duplicates = [e.provider_id for e in journaled if e.outcome == "duplicate"]
         if duplicates:
             report.duplicates += len(duplicates)
             s = self.settings
@@ -184,18 +237,18 @@ class Intake:
         verdict = policy.evaluate(message, self.screen.policy)
         if not verdict.accepted:
             rejection = self.screen.rejection(message, verdict, raw.raw)
-            return _Fetched(raw, key, [fetched, *rejection], "rejected", message,
+            return _Fetched(raw.id, key, [fetched, *rejection], "rejected", message,
                             reason=verdict.reason,
                             answered=bool(rejection[0].data.get("outgoing")))
         if first is not None and self._same_delivery(first, message, digest):
-            return _Fetched(raw, key, [fetched, ev.Event(
+            return _Fetched(raw.id, key, [fetched, ev.Event(
                 ev.DUPLICATE, self.address, message_key=key, run_id=self.run_id,
                 data={"duplicate_of": first.key, "message_id": message.message_id,
                       "rule": "same Message-ID, sender and body"})],
                 "duplicate", message, reason="duplicate")
         if message.message_id and first is None:  # later copies in this chunk compare to it
             known[message.message_id] = _FirstCopy(key, message.sender, digest)
-        return _Fetched(raw, key, [fetched], "fetched", message)
+        return _Fetched(raw.id, key, [fetched], "fetched", message, body=raw.raw)
 
     def _same_delivery(self, first: _FirstCopy, message: msg.Message, digest: str) -> bool:
         """The duplicate rule: same Message-ID (given), same sender, same body digest."""
@@ -212,10 +265,11 @@ class Intake:
         the handler stage fails it like any poison message (retried, then dead-lettered)."""
         key = ev.message_key(self.address, raw.id)
         data = {"provider_id": raw.id, "thread_id": raw.thread_id,
-                "labels": list(raw.label_ids), "size": len(raw.raw), "raw": records.b64(raw.raw),
+                "labels": list(raw.label_ids), "size": len(raw.raw),
                 "screen_error": f"{type(exc).__name__}: {exc}"[:500]}
-        return _Fetched(raw, key, [ev.Event(ev.FETCHED, self.address, message_key=key,
-                                            run_id=self.run_id, data=data)], "fetched", None)
+        return _Fetched(raw.id, key, [ev.Event(ev.FETCHED, self.address, message_key=key,
+                                               run_id=self.run_id, data=data)], "fetched", None,
+                        body=raw.raw)
 
     def _journal_fetched(self, entries: list[_Fetched], report: CycleReport) -> list[_Fetched]:
         """Journal a chunk in one transaction; if that fails, message by message, so one
@@ -225,7 +279,7 @@ class Intake:
         if not events:
             return []
         try:
-            self.journal.append(*events)
+            self.journal.append(*events, bodies=[b for entry in entries for b in self._body(entry)])
             return entries
         except errors.JournalBusy:
             raise
@@ -235,7 +289,7 @@ class Intake:
         done = []
         for entry in entries:
             try:
-                self.journal.append(*entry.events)
+                self.journal.append(*entry.events, bodies=self._body(entry))
                 done.append(entry)
             except errors.JournalBusy:
                 raise
@@ -246,3 +300,5 @@ class Intake:
                             self.address, entry.key, exc)
         return done
 
+    def _body(self, entry: _Fetched) -> list[Body]:
+        return [Body(entry.key, self.address, entry.body)] if entry.body is not None else []

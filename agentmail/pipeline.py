@@ -275,7 +275,10 @@ class Pipeline(intake.Intake):
             return self._parsed[key]
         fetched = next(e for e in self.journal.events_of_message(key) if e.kind == ev.FETCHED)
         d = fetched.data
-        return msg.parse(records.unb64(d["raw"]), account=self.address, provider_id=d["provider_id"],
+        raw = self.journal.body(key)
+        if raw is None:
+            raise errors.BodyUnavailable(key)
+        return msg.parse(raw, account=self.address, provider_id=d["provider_id"],
                          thread_id=d.get("thread_id"), limits=self.limits)
 
     def _after_handler(self, claim: Claim, message: msg.Message, outcome: Outcome,

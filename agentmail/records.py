@@ -31,7 +31,7 @@ def json_safe(value: Any) -> Any:
 
 
 def fetched_data(message: msg.Message, raw: mb.RawMessage) -> dict[str, Any]:
-    """The `fetched` event's data: the parsed fields and the raw bytes, kept for retries."""
+    """The `fetched` event's data: the parsed fields (the raw bytes go to the body table)."""
     return {
         "provider_id": raw.id, "thread_id": raw.thread_id, "labels": list(raw.label_ids),
         "message_id": message.message_id, "in_reply_to": message.in_reply_to,
@@ -39,7 +39,7 @@ def fetched_data(message: msg.Message, raw: mb.RawMessage) -> dict[str, Any]:
         "recipients": [*message.to, *message.cc], "subject": message.subject,
         "date": message.date.isoformat() if message.date else None,
         "payload": message.payload, "auto_submitted": message.auto_submitted,
-        "size": message.size, "raw": b64(raw.raw),
+        "size": message.size,
     }
 
 

@@ -50,3 +50,39 @@ def verify(
         c.say(f"projections {verdict} a rebuild from {report.events} events")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def compact(
+    ctx: typer.Context,
+    older_than: float = typer.Option(
+        None, "--older-than", min=0, metavar="DAYS",
+        help="Delete bodies of messages finished more than DAYS ago "
+             "[default: the body_retention_days setting, 7]."),
+    include_dead_lettered: bool = typer.Option(
+        False, "--include-dead-lettered",
+        help="Also delete dead-lettered messages' bodies (they can then no longer be replayed)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Delete the stored bodies of finished messages (acked, rejected, duplicate).
+
+    Events, conversations and history stay; rebuild and verify need no bodies. Dead-lettered
+    messages keep theirs for `agentmail replay` unless --include-dead-lettered."""
+    from datetime import timedelta
+
+    c = obj(ctx)
+    days = c.settings().body_retention_days if older_than is None else older_than
+    report = c.journal(create=False).compact(retention=timedelta(days=days),
+                                             include_dead_lettered=include_dead_lettered)
+    if as_json:
+        print_json({"older_than_days": days, "bodies_deleted": report.bodies_deleted,
+                    "bytes_freed": report.bytes_freed, "events_stripped": report.events_stripped,
+                    "kept_dead_lettered": report.kept_dead_lettered})
+        return
+    c.say(f"deleted {report.bodies_deleted} bodies of messages finished over {days:g} days ago "
+          f"({report.bytes_freed / 1e6:.1f} MB)"
+          + (f", stripped {report.events_stripped} bodies kept inline by older events"
+             if report.events_stripped else ""))
+    if report.kept_dead_lettered:
+        c.say(f"kept {report.kept_dead_lettered} dead-lettered messages' bodies for replay "
+              "(--include-dead-lettered deletes them too)")

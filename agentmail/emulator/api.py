@@ -81,7 +81,8 @@ class Stats:
         acct = self.accounts.get(email)
         if acct is None:
             acct = self.accounts[email] = {"quota_units": 0,
-                                           "calls": collections.Counter(), "http_requests": 0}
+                                           "calls": collections.Counter(), "http_requests": 0,
+                                           "bodies_served": 0, "body_bytes_served": 0}
         return acct
 
     def http_request(self, email: str | None) -> None:
@@ -96,6 +97,13 @@ class Stats:
             acct["quota_units"] += units
             acct["calls"][method_id] += 1
 
+    def body_served(self, email: str, size: int) -> None:
+        """A message's body left the emulator (format raw or full)."""
+        with self._lock:
+            acct = self._account(email)
+            acct["bodies_served"] += 1
+            acct["body_bytes_served"] += size
+
     def limited(self) -> None:
         with self._lock:
             self.rate_limited += 1
@@ -104,7 +112,9 @@ class Stats:
         with self._lock:
             return {
                 "accounts": {email: {"quota_units": a["quota_units"], "calls": dict(a["calls"]),
-                                     "http_requests": a["http_requests"]}
+                                     "http_requests": a["http_requests"],
+                                     "bodies_served": a["bodies_served"],
+                                     "body_bytes_served": a["body_bytes_served"]}
                              for email, a in self.accounts.items()},
                 "http_requests": self.http_requests,
                 "rate_limited": self.rate_limited,
@@ -208,7 +218,8 @@ class Api:
         params = urllib.parse.parse_qs(query, keep_blank_values=True)
         path = {k: urllib.parse.unquote(v) for k, v in match.path.items()}
         call = routes.Call(self.store, user, params, body, path,
-                           rewrite_message_id=self.faults.should_rewrite_message_id)
+                           rewrite_message_id=self.faults.should_rewrite_message_id,
+                           body_served=lambda size: self.stats.body_served(user, size))
         try:
             status, value = match.handler(call)
             response = json_response(status, value)

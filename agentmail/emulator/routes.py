@@ -37,6 +37,7 @@ class Call:
     body: bytes
     path: dict[str, str]
     rewrite_message_id: Callable[[], bool] = lambda: False
+    body_served: Callable[[int], None] = lambda size: None  # counted in the stats
 
     def one(self, name: str, default: str | None = None) -> str | None:
         values = self.params.get(name)
@@ -128,6 +129,8 @@ def message_json(call: Call, row: dict[str, Any], fmt: str,
     if row["labels"]:
         out["labelIds"] = list(row["labels"])
     out["snippet"] = row["snippet"]
+    if fmt in ("full", "raw"):
+        call.body_served(row["size"])
     if fmt == "full":
         out["payload"] = call.store.payload(call.account, row["id"])
     elif fmt == "metadata":

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar
 
 from agentmail.journal import events as ev
+from agentmail.journal.bodies import Body
 
 R = TypeVar("R")
 
@@ -131,7 +132,9 @@ class JournalPort(Protocol):
 
     clock: Callable[[], datetime]
 
-    def append(self, *events: ev.Event) -> list[ev.Event]: ...
+    def append(self, *events: ev.Event, bodies: Sequence[Body] = ()) -> list[ev.Event]: ...
+
+    def body(self, key: str) -> bytes | None: ...
 
     def claim_many(self, keys: Sequence[str], *, run_id: str, lease_seconds: float,
                    data: dict[str, Any] | None = None) -> list[Claim]: ...

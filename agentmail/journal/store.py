@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from agentmail import errors, lifecycle
+from agentmail.journal import bodies as bodies_mod
 from agentmail.journal import events as ev
 from agentmail.journal import port, schema
 from agentmail.journal import projections as proj
@@ -112,12 +113,31 @@ class Journal(JournalQueries):
             stored.append(done)
         return stored
 
-    def append(self, *events: ev.Event) -> list[ev.Event]:
-        """Append events and apply them to the projections, all in one transaction."""
+    def append(self, *events: ev.Event,
+               bodies: Sequence[bodies_mod.Body] = ()) -> list[ev.Event]:
+        """Append events and apply them to the projections, all in one transaction, with
+        the bodies of the messages they fetch (kept beside the log, see `bodies`)."""
         def work() -> list[ev.Event]:
             with write_transaction(self.engine) as conn:
-                return self._append_in(conn, events)
+                stored = self._append_in(conn, events)
+                bodies_mod.store(conn, bodies, self.clock())
+                return stored
         return translated(work, what=f"journaling {events[0].kind}" if events else "append")
+
+    def body(self, key: str) -> bytes | None:
+        """The raw bytes of received message `key`; None when none is kept (a rejected
+        message's, or one `compact` deleted)."""
+        with self.engine.connect() as conn:
+            return bodies_mod.read(conn, key)
+
+    def compact(self, *, retention: timedelta,
+                include_dead_lettered: bool = False) -> bodies_mod.CompactReport:
+        """Delete the bodies of messages finished more than `retention` ago."""
+        def work() -> bodies_mod.CompactReport:
+            with write_transaction(self.engine) as conn:
+                return bodies_mod.compact(conn, now=self.clock(), retention=retention,
+                                          include_dead_lettered=include_dead_lettered)
+        return translated(work, what="compacting the journal")
 
     # --- claims ----------------------------------------------------------------------------
 

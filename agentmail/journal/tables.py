@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -196,6 +197,21 @@ approvals = Table(
     Column("last_seq", SeqType, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index(None, "state", "account"),
+)
+
+# The raw bytes of received messages the handler stage still needs, kept out of the event log so
+# events stay small. Not a projection: primary data like the events, written in the `fetched`
+# event's transaction and never recomputed. Rejected and duplicate copies keep no body;
+# `agentmail journal compact` deletes the bodies of finished messages after
+# `body_retention_days` (rebuild needs none of them).
+message_bodies = Table(
+    "message_bodies",
+    metadata,
+    Column("message_key", String(400), primary_key=True),
+    Column("account", String(320), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False),
 )
 
 PROJECTIONS = (messages, outbox, conversations, message_refs, accounts, runs, approvals)

@@ -136,6 +136,13 @@ class Mailbox(ABC):
         """
 
     @abstractmethod
+    def sizes(self, ids: Sequence[str]) -> dict[str, int]:
+        """The size in bytes of each message, asked before any body is downloaded.
+
+        Messages deleted in the meantime are left out of the result.
+        """
+
+    @abstractmethod
     def get_raw(self, ids: Sequence[str]) -> list[RawMessage]:
         """Fetch whole messages, in the order of ``ids``.
 

@@ -325,6 +325,15 @@ class GmailMailbox(base.Mailbox):
                 break
         return list(refs.values())[:limit]
 
+    def sizes(self, ids: Sequence[str]) -> dict[str, int]:
+        # format=minimal carries sizeEstimate and no body: the size check costs a
+        # messages.get (5 units) per message, and an oversized message is never downloaded.
+        unique = list(dict.fromkeys(ids))
+        found = self._batch("messages.get", {
+            mid: functools.partial(self._messages.get, userId="me", id=mid, format="minimal")
+            for mid in unique}, missing_ok=True)
+        return {mid: int(found[mid].get("sizeEstimate") or 0) for mid in unique if mid in found}
+
     def get_raw(self, ids: Sequence[str]) -> list[base.RawMessage]:
         unique = list(dict.fromkeys(ids))
         found = self._batch("messages.get", {

@@ -201,6 +201,15 @@ class ImapMailbox(Mailbox):
             return [self._ref(u) for u in uids]
         return self._call(step)
 
+    def sizes(self, ids: Sequence[str]) -> dict[str, int]:
+        def step(c: IMAPClient) -> dict[str, int]:
+            self._inbox(c)
+            uids = [u for u in (self._uid(i) for i in ids) if u is not None]
+            got = c.fetch(uids, ["RFC822.SIZE"]) if uids else {}
+            return {self._id(uid): int(row[b"RFC822.SIZE"]) for uid, row in got.items()
+                    if b"RFC822.SIZE" in row}
+        return self._call(step)
+
     def get_raw(self, ids: Sequence[str]) -> list[RawMessage]:
         def step(c: IMAPClient) -> list[RawMessage]:
             self._inbox(c)

@@ -214,8 +214,8 @@ class MessageView(BaseModel):
 
 
 def message_view(m: conv.ConversationMessage, *, served: set[str], max_chars: int,
-                 settings: Any, conversation_id: str) -> MessageView:
-    trust, parsed = exchange.screened(m, settings)
+                 settings: Any, conversation_id: str, journal: Any) -> MessageView:
+    trust, parsed = exchange.screened(m, settings, journal)
     own = (m.sender or "").lower() in served or (trust is None and not served)
     received = any(c.direction == "in" and c.account.lower() in served for c in m.copies)
     return MessageView(

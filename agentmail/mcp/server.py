@@ -62,7 +62,7 @@ def build_server(inbox: Inbox, settings: Settings, *, read_only: bool = False,
 
     def message_views(cid: str, messages: list[Any], max_chars: int) -> list[m.MessageView]:
         return [m.message_view(x, served=served, max_chars=max_chars, settings=settings,
-                               conversation_id=cid) for x in messages]
+                               conversation_id=cid, journal=journal) for x in messages]
 
     @app.tool()
     def send(

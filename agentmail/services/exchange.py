@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentmail import errors, policy, records, screening
+from agentmail import errors, policy, screening
 from agentmail import message as msg
 from agentmail.config import Settings
 from agentmail.journal import conversations as conv
@@ -87,10 +87,11 @@ class Trust:
     auth_results: dict[str, list[str]] | None
 
 
-def screened(message: conv.ConversationMessage, settings: Settings
+def screened(message: conv.ConversationMessage, settings: Settings, journal: Journal
              ) -> tuple[Trust | None, msg.Message | None]:
     """The policy's findings for the received copy of `message`, and that copy as parsed
-    from the bytes fetched (None, None for mail we sent).
+    from the bytes fetched (None, None for mail we sent; a parse of None once the body is
+    compacted away).
 
     Needs `message.events` (read with `with_events=True`): a rejection is read from its
     `rejected` event; an accepted message is screened again as `agentmail run` screens it.
@@ -100,14 +101,17 @@ def screened(message: conv.ConversationMessage, settings: Settings
         return None, None
     d = fetched.data
     trust_policy = screening.trust_policy(settings)
-    parsed = msg.parse(records.unb64(d["raw"]), account=fetched.account,
-                       provider_id=d["provider_id"], thread_id=d.get("thread_id"),
-                       limits=trust_policy.limits)
+    raw = journal.body(fetched.message_key) if fetched.message_key else None
+    parsed = msg.parse(raw, account=fetched.account, provider_id=d["provider_id"],
+                       thread_id=d.get("thread_id"), limits=trust_policy.limits) \
+        if raw is not None else None
     rejected = next((e for e in message.events if e.kind == ev.REJECTED), None)
     if rejected is not None:
         auth = rejected.data.get("details", {}).get("auth") or {}
         return Trust(False, rejected.data.get("reason"), auth.get("passed"),
                      auth.get("results")), parsed
+    if parsed is None:  # accepted once; its body was compacted away, nothing to screen again
+        return Trust(True, None, None, None), None
     return trust_of_verdict(policy.evaluate(parsed, trust_policy)), parsed
 
 

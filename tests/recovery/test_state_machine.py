@@ -268,7 +268,7 @@ class TwoRuns(RuleBasedStateMachine):
         for mid in self.requests:
             [row] = self.journal.received_matching(mid, account=self.agent)
             expected = "dead_lettered" if mid in self.failing else "acked"
-            assert row.state == expected, (mid, row.state)
+            assert row.state == expected, (mid, row.state, row.last_error)
         assert sum(self._replies().values()) == len(self.requests) - len(self.failing)
         report = verify(self.journal)
         assert report.ok, [d for d in report.tables if not d.clean]
